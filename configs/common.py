@@ -1,0 +1,121 @@
+"""Argument parsing shared by the method configs.
+
+A config file is loaded as ``--config configs/bda.py:key=value,key2=value2``. The part after the colon reaches
+``get_config(arg)`` as one string; :func:`parse_arg` turns it into a ``ConfigDict`` typed by the defaults the
+config file declares, and rejects any key the file does not know, naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(key: str, text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"config argument {key!r} expects a boolean, got {text!r}")
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    return text
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+    """Parses ``"runlocal,dataset=sketchy"`` into a typed ``ConfigDict``.
+
+    A bare word sets a boolean default to True (``runlocal``). Values take the type of their default.
+
+    Args:
+      arg: the text after the colon in ``--config file.py:ARG``; None or empty gives the defaults.
+      **defaults: every accepted key with its default value.
+
+    Returns:
+      A ConfigDict holding every key of ``defaults``.
+
+    Raises:
+      ValueError: on a key that ``defaults`` does not name, or a value of the wrong type.
+    """
+    result = ml_collections.ConfigDict(dict(defaults))
+    for item in filter(None, (part.strip() for part in (arg or "").split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if key not in defaults:
+            raise ValueError(
+                f"unknown config argument {key!r}; known arguments: {', '.join(sorted(defaults))}"
+            )
+        if not sep:
+            if not isinstance(defaults[key], bool):
+                raise ValueError(f"config argument {key!r} needs a value: {key}=...")
+            value = "true"
+        result[key] = _convert(key, value.strip(), defaults[key])
+    return result
+
+
+def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.ConfigDict:
+    """The data section every method shares."""
+    data = ml_collections.ConfigDict()
+    data.name = dataset
+    data.data_dir = ""  # tensorflow-datasets folder; empty means ~/tensorflow_datasets
+    data.root = ""  # manual-download folder of a real dataset
+    data.split = "default"
+    data.generalized = False
+    data.image_size = size
+    data.train_per_class = 100
+    data.test_per_class = 40
+    data.data_seed = 0
+    data.augment = True
+    return data
+
+
+def train_config() -> ml_collections.ConfigDict:
+    """The trainer section every method shares."""
+    train = ml_collections.ConfigDict()
+    train.batch_size = 64
+    train.steps = 1000
+    train.optimizer = "adamw"
+    train.lr = 1e-3
+    train.warmup_steps = 100
+    train.weight_decay = 1e-4
+    train.momentum = 0.9
+    train.grad_clip = 5.0
+    train.log_every = 50
+    train.checkpoint_every = 500
+    train.keep_checkpoints = 2
+    train.eval_every = 0
+    return train
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    """The evaluation section every method shares."""
+    ev = ml_collections.ConfigDict()
+    ev.batch_size = 256
+    ev.hash_bits = 64
+    ev.ks = (10, 25, 100, 200)
+    ev.grid_queries = 8
+    ev.grid_topk = 10
+    ev.eval_untrained = True
+    return ev
+
+
+def make_runlocal(config: ml_collections.ConfigDict) -> None:
+    """Shrinks a config in place to a run of seconds: tiny data, few steps, frequent checkpoints."""
+    config.data.image_size = 32
+    config.data.train_per_class = 8
+    config.data.test_per_class = 4
+    config.train.batch_size = 16
+    config.train.steps = 30
+    config.train.warmup_steps = 5
+    config.train.log_every = 10
+    config.train.checkpoint_every = 10
+    config.eval.batch_size = 64
+    config.eval.eval_untrained = False

@@ -1,0 +1,61 @@
+"""Backbones by name. Each maps (B, H, W, 3) images in [-1, 1] to a (B, h, w, C) feature map.
+
+``get_backbone(name, **kwargs)`` looks a backbone up in ``BACKBONES``; pretrained backbones register here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+
+
+class CompactCNN(nn.Module):
+    """A small strided CNN for CPU-sized runs: a 5x5 stride-2 stem, then stages of (stride-2 conv, conv).
+
+    Every convolution is followed by GroupNorm and ReLU; a 64-pixel input gives an 8x8 map of
+    ``width * 2 ** (stages - 1)`` channels... see ``channels``.
+
+    Attributes:
+      width: channels of the stem; each stage doubles them.
+      stages: number of stride-2 stages after the stem.
+      groups: GroupNorm groups.
+    """
+
+    width: int = 24
+    stages: int = 2
+    groups: int = 8
+
+    @property
+    def channels(self) -> int:
+        """Channels of the output feature map."""
+        return self.width * 2**self.stages
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        def block(x, features, stride, kernel=3):
+            x = nn.Conv(features, (kernel, kernel), strides=stride, use_bias=False)(x)
+            x = nn.GroupNorm(num_groups=min(self.groups, features))(x)
+            return nn.relu(x)
+
+        x = block(x, self.width, 2, kernel=5)
+        for stage in range(1, self.stages + 1):
+            features = self.width * 2**stage
+            x = block(x, features, 2)
+            x = block(x, features, 1)
+        return x
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"compact_cnn": CompactCNN}
+
+
+def get_backbone(name: str, **kwargs) -> nn.Module:
+    """Builds the backbone registered under ``name``.
+
+    Raises:
+      ValueError: naming the unknown backbone and the known ones.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"config.model.backbone={name!r} is not one of {sorted(BACKBONES)}")
+    return BACKBONES[name](**kwargs)
