@@ -40,6 +40,7 @@ class JsonlWriter(metric_writers.MetricWriter):
     def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
         row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
         self._file.write(json.dumps(row) + "\n")
+        self._file.flush()  # a killed run keeps its log up to the last step written
 
     def write_summaries(self, step, values, metadata=None):
         pass
@@ -111,8 +112,8 @@ def make_train_step(method: Any, model: Any, loss_config: Any, total_steps: int)
         measurements = {
             **measurements,
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(new_state.params),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(new_state.params),
         }
         return new_state, measurements
 

@@ -93,6 +93,20 @@ def split_modalities(arrays: dict[str, np.ndarray]) -> tuple[Images, Images]:
     return images.select(modality == SKETCH), images.select(modality == PHOTO)
 
 
+def tfds_data_dir(config: Any) -> str:
+    """The tensorflow-datasets folder: ``config.data_dir``, else tfds' default (``~/tensorflow_datasets``)."""
+    import tensorflow_datasets as tfds
+
+    return os.path.expanduser(config.data_dir or tfds.core.constants.DATA_DIR)
+
+
+def load_split(builder: Any, split: str) -> dict[str, np.ndarray]:
+    """A prepared builder's whole split as numpy arrays (the sets fit in host memory)."""
+    import tensorflow_datasets as tfds
+
+    return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+
+
 def class_ids(class_names: tuple[str, ...], names: tuple[str, ...], source: str) -> tuple[int, ...]:
     """Label ids of ``names``; a name the dataset lacks is an error naming it and ``source``."""
     index = {name: i for i, name in enumerate(class_names)}
@@ -111,16 +125,18 @@ def _synthetic(config: Any) -> SbirData:
             f"config.data.split={config.split!r}: the synthetic set has one split, 'default'"
         )
     builder = synthetic_sbir.prepare(
-        size=config.image_size,
-        train_per_class=config.train_per_class,
-        test_per_class=config.test_per_class,
-        seed=config.data_seed,
-        data_dir=os.path.expanduser(config.data_dir) if config.data_dir else None,
+        tfds_data_dir(config),
+        synthetic_sbir.make_config(
+            size=config.image_size,
+            train_per_class=config.train_per_class,
+            test_per_class=config.test_per_class,
+            seed=config.data_seed,
+        ),
     )
     names = tuple(synthetic.CLASS_NAMES)
     unseen = class_ids(names, tuple(synthetic.UNSEEN_CLASSES), "synthetic split")
-    train_sketches, train_photos = split_modalities(builder.as_numpy_split("train"))
-    test_sketches, test_photos = split_modalities(builder.as_numpy_split("test"))
+    train_sketches, train_photos = split_modalities(load_split(builder, "train"))
+    test_sketches, test_photos = split_modalities(load_split(builder, "test"))
     info = DatasetInfo(
         name="synthetic",
         split="default",

@@ -1,0 +1,132 @@
+"""End-to-end tests of the trainer on 8 fake CPU devices: loss falls, resume is exact, bad input fails clearly."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from configs import bda
+from jsbir import checkpoint, train
+
+
+def _config(tmp_path, **overrides):
+    config = bda.get_config("runlocal")
+    config.data.data_dir = str(tmp_path / "tfds")
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def _losses(workdir) -> list[float]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [row["loss"] for row in map(json.loads, f) if "loss" in row]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted runlocal training (30 steps) shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    config = _config(tmp)
+    report = train.train_and_evaluate(config, str(tmp / "run"))
+    return tmp, config, report
+
+
+def test_loss_falls_and_report_is_written(tiny_run):
+    tmp, _, report = tiny_run
+    losses = _losses(tmp / "run")
+    assert len(losses) == 3  # logged at steps 10, 20, 30
+    assert losses[-1] < losses[0] * 0.9, losses
+    assert report["step"] == 30 and report["embedding_dim"] == 64
+    on_disk = json.loads((tmp / "run" / "report.json").read_text())
+    assert on_disk["metrics"]["map@all[exact]"] == pytest.approx(report["metrics"]["map@all[exact]"])
+    assert (tmp / "run" / "retrieval_grid.png").stat().st_size > 1000
+    assert json.loads((tmp / "run" / "config.json").read_text())["method"] == "bda"
+
+
+def test_stopped_run_resumes_at_saved_step_and_matches(tiny_run, tmp_path):
+    _, config, uninterrupted = tiny_run
+    workdir = str(tmp_path / "run")
+    assert train.train_and_evaluate(config, workdir, stop_after=10) == {"stopped_at": 10}
+    assert checkpoint.Checkpointer(workdir, {}).latest_step() == 10
+    resumed = train.train_and_evaluate(config, workdir)
+    assert resumed["timings"]["train_steps_this_run"] == 20
+    assert resumed["step"] == 30
+    for key, value in uninterrupted["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_run, tmp_path):
+    _, config, _ = tiny_run
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir, stop_after=10)
+    with config.unlocked():
+        config.loss.w_cls = math.nan
+    with pytest.raises(train.NonFiniteLossError, match=r"loss is nan at step 11.*step 10"):
+        train.train_and_evaluate(config, workdir)
+    assert checkpoint.Checkpointer(workdir, {}).latest_step() == 10
+
+
+def test_corrupt_checkpoint_is_named_and_left_in_place(tiny_run, tmp_path):
+    _, config, _ = tiny_run
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(config, str(workdir), stop_after=10)
+    damaged = 0
+    for root, _, files in os.walk(workdir / "checkpoints" / "10" / "state"):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "r+b") as f:
+                f.truncate(max(0, os.path.getsize(path) // 3))
+            damaged += 1
+    assert damaged
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/10.*left in place"):
+        train.train_and_evaluate(config, str(workdir))
+    assert (workdir / "checkpoints" / "10").is_dir()
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_run, tmp_path):
+    tmp, config, _ = tiny_run
+    workdir = tmp_path / "run"
+    shutil.copytree(tmp / "run", workdir)
+    other = _config(tmp, **{"model.embed_dim": 32})
+    with pytest.raises(checkpoint.CheckpointError, match=r"another model.*embed_dim: checkpoint 64 vs run 32"):
+        train.train_and_evaluate(other, str(workdir))
+
+
+def test_missing_parent_and_unwritable_workdir(tmp_path):
+    config = _config(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"workdir parent .*nope.* does not exist"):
+        train.prepare_workdir(str(tmp_path / "nope" / "run"), config)
+    with pytest.raises(PermissionError, match=r"workdir '/sys/jsbir-run' is not writable"):
+        train.prepare_workdir("/sys/jsbir-run", config)
+
+
+def test_unknown_config_argument_is_named():
+    with pytest.raises(ValueError, match=r"unknown config argument 'sise'.*size"):
+        bda.get_config("sise=32")
+    config = bda.get_config()
+    with pytest.raises(AttributeError, match="nope"):
+        config.train.nope = 1
+
+
+def test_batch_size_must_split_over_devices(tmp_path):
+    config = _config(tmp_path, **{"train.batch_size": 12})
+    with pytest.raises(ValueError, match=r"config.train.batch_size=12 must be a multiple of .*8"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_unseen_classes_never_reach_training(tiny_run):
+    from jsbir.data import get_dataset
+
+    _, config, _ = tiny_run
+    data = get_dataset(config.data)
+    sketches, photos = data.training_pairs()
+    assert not np.isin(sketches.label, data.info.unseen).any()
+    assert not np.isin(photos.label, data.info.unseen).any()
+    queries, gallery = data.evaluation_sets()
+    assert set(np.unique(queries.label)) == set(data.info.unseen) == set(np.unique(gallery.label))
