@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from jsbir import checkpoint, evaluate, sharding
 from jsbir.data import get_dataset, pipeline
-from jsbir.models import get_method
+from jsbir.models import get_method, pretrained
 from jsbir.state import TrainState, make_optimizer
 
 
@@ -121,7 +121,7 @@ def make_train_step(method: Any, model: Any, loss_config: Any, total_steps: int)
 
 
 def init_state(method: Any, model: Any, config: Any, info: Any, mesh: Any) -> TrainState:
-    """Initialises the model on a dummy batch, replicated over the mesh."""
+    """Initialises the model on a dummy batch, replicated over the mesh, with pretrained backbones if configured."""
     size = info.image_size
     dummy = {
         "sketch": jnp.zeros((1, size, size, 3)),
@@ -139,7 +139,14 @@ def init_state(method: Any, model: Any, config: Any, info: Any, mesh: Any) -> Tr
     rng = jax.random.fold_in(jax.random.key(config.seed), 0)
     abstract = jax.eval_shape(init, rng)
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-    return jax.jit(init, out_shardings=shardings)(rng)
+    state = jax.jit(init, out_shardings=shardings)(rng)
+    if config.model.get("pretrained"):
+        # Pretrained backbone weights replace the random ones here; a workdir checkpoint or config.init_from,
+        # restored by the caller, replace these in turn.
+        variables = pretrained.apply_pretrained({"params": state.params, **state.model_state}, config.model)
+        params = variables.pop("params")
+        state = jax.device_put(TrainState.create(params, variables, tx), shardings)
+    return state
 
 
 def train_and_evaluate(
@@ -172,7 +179,7 @@ def train_and_evaluate(
         "num_classes": data.info.num_classes,
     }
     ckpt = checkpoint.Checkpointer(workdir, identity, keep=config.train.keep_checkpoints)
-    # Restore order: workdir checkpoint > config.init_from > pretrained backbone (inside the model) > scratch.
+    # Restore order: workdir checkpoint > config.init_from > pretrained backbone (init_state) > scratch.
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         logging.info("Resumed from %s at step %d", ckpt.directory, int(state.step))

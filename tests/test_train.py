@@ -30,7 +30,7 @@ def _losses(workdir) -> list[float]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One uninterrupted runlocal training (30 steps) shared by the tests below."""
+    """One uninterrupted runlocal training (100 steps) shared by the tests below."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
     config = _config(tmp)
     report = train.train_and_evaluate(config, str(tmp / "run"))
@@ -40,9 +40,12 @@ def tiny_run(tmp_path_factory):
 def test_loss_falls_and_report_is_written(tiny_run):
     tmp, _, report = tiny_run
     losses = _losses(tmp / "run")
-    assert len(losses) == 3  # logged at steps 10, 20, 30
-    assert losses[-1] < losses[0] * 0.9, losses
-    assert report["step"] == 30 and report["embedding_dim"] == 64
+    assert len(losses) == 100  # logged every step
+    # Single-batch losses are noisy: compare the first and last ten steps.
+    assert np.mean(losses[-10:]) < 0.95 * np.mean(losses[:10]), losses
+    assert report["step"] == 100 and report["embedding_dim"] == 64
+    metrics = report["metrics"]
+    assert metrics["map@all[exact]"] > metrics["map@all[chance]"]
     on_disk = json.loads((tmp / "run" / "report.json").read_text())
     assert on_disk["metrics"]["map@all[exact]"] == pytest.approx(report["metrics"]["map@all[exact]"])
     assert (tmp / "run" / "retrieval_grid.png").stat().st_size > 1000
@@ -55,14 +58,14 @@ def test_stopped_run_resumes_at_saved_step_and_matches(tiny_run, tmp_path):
     assert train.train_and_evaluate(config, workdir, stop_after=10) == {"stopped_at": 10}
     assert checkpoint.Checkpointer(workdir, {}).latest_step() == 10
     resumed = train.train_and_evaluate(config, workdir)
-    assert resumed["timings"]["train_steps_this_run"] == 20
-    assert resumed["step"] == 30
+    assert resumed["timings"]["train_steps_this_run"] == 90
+    assert resumed["step"] == 100
     for key, value in uninterrupted["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_run, tmp_path):
-    _, config, _ = tiny_run
+    config = tiny_run[1].copy_and_resolve_references()  # the shared config stays finite
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(config, workdir, stop_after=10)
     with config.unlocked():

@@ -2,6 +2,8 @@
 
 Each dataset is a function registered in ``DATASETS``; it returns an :class:`SbirData` whose ``info`` says which
 classes are seen (trained on) and unseen (queried at test time) and carries the class side information.
+``synthetic`` is rendered procedurally; ``sketchy``, ``folder``, ``tuberlin``, ``quickdraw``, ``quickdraw_raw``,
+``qmul_v1`` and ``qmul_v2`` read the user's folder ``config.root`` (see :mod:`jsbir.data.real`).
 """
 
 from __future__ import annotations
@@ -150,7 +152,21 @@ def _synthetic(config: Any) -> SbirData:
     return SbirData(info, train_sketches, train_photos, test_sketches, test_photos)
 
 
-DATASETS: dict[str, Callable[[Any], SbirData]] = {"synthetic": _synthetic}
+def _real(name: str) -> Callable[[Any], SbirData]:
+    """A loader of `jsbir.data.real`, imported on first use (it pulls in the builders)."""
+
+    def load(config: Any) -> SbirData:
+        from jsbir.data import real
+
+        return real.LOADERS[name](config)
+
+    load.__name__ = load.__qualname__ = f"_{name}"
+    return load
+
+
+# Real datasets read a manual folder (config.root); see jsbir.data.real for their splits and jsbir.data.builders.
+_REAL = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw", "qmul_v1", "qmul_v2")
+DATASETS: dict[str, Callable[[Any], SbirData]] = {"synthetic": _synthetic, **{n: _real(n) for n in _REAL}}
 
 
 def get_dataset(config: Any) -> SbirData:

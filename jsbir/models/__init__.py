@@ -14,7 +14,20 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-_NOT_METHODS = {"backbones", "pretrained", "attention", "gcn", "grl", "hashing"}
+_NOT_METHODS = {
+    "backbones",
+    "pretrained",
+    "torch_pickle",
+    "keras_h5",
+    "vgg",
+    "resnet",
+    "efficientnet",
+    "conv",
+    "attention",
+    "gcn",
+    "grl",
+    "hashing",
+}
 
 
 def available_methods() -> list[str]:

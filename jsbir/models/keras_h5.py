@@ -1,0 +1,124 @@
+"""Keras weights files read with h5py, and the Keras "caffe" input convention, for the VGG16 / ResNet-50 ports.
+
+Three layouts are read, all written by Keras itself:
+
+- Keras 3 ``model.save_weights("x.weights.h5")``: ``layers/<auto name>/vars/<i>``, the layer's name in the ``name``
+  attribute of its ``vars`` group (Keras >= 3.4 writes it; older Keras 3 files do not and are refused, naming the
+  fix); nested models nest ``layers/`` groups.
+- Legacy full model ``model.save("x.h5")`` (Keras 2 and 3): ``model_weights/<layer>/...`` with the ``layer_names`` and
+  ``weight_names`` attributes.
+- Legacy weights only, Keras 2 ``model.save_weights("x.h5")``, which is also the layout of the files
+  ``keras.applications`` downloads (``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``,
+  ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``): the same groups at the root.
+
+Within a layer, weights are taken by position in Keras's own order (``kernel, bias``; ``gamma, beta, moving_mean,
+moving_variance``), as Keras's loader does: old files name them differently (``block1_conv1_W_1:0``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# keras.applications.imagenet_utils.preprocess_input(mode="caffe"): BGR order, ImageNet means on 0..255.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+def caffe_preprocess(images: jax.Array) -> jax.Array:
+    """Maps RGB images in [-1, 1] to Keras "caffe" inputs: 0..255, RGB -> BGR, ImageNet channel means removed."""
+    x = (images + 1.0) * 127.5
+    return x[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, x.dtype)
+
+
+def _decode(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _read_keras3(root: Any, out: dict[str, list[np.ndarray]], path: str) -> None:
+    for key in root:
+        group = root[key]
+        if "vars" in group:
+            arrays = [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
+            if arrays:
+                name = group["vars"].attrs.get("name", group.attrs.get("name"))
+                if name is None:
+                    raise ValueError(
+                        f"{path}: layer group {group.name} has no 'name' attribute (a Keras 3 file older than 3.4);"
+                        " load the model in Keras and save it again, or save it with model.save('x.h5')"
+                    )
+                _put(out, _decode(name), arrays, path)
+        if "layers" in group:
+            _read_keras3(group["layers"], out, path)
+
+
+def _read_legacy(root: Any, out: dict[str, list[np.ndarray]], path: str) -> None:
+    for layer in (_decode(n) for n in root.attrs["layer_names"]):
+        group = root[layer]
+        per_layer: dict[str, list[np.ndarray]] = {}
+        for weight in (_decode(n) for n in group.attrs.get("weight_names", [])):
+            parts = weight.split("/")
+            # Nested models store "inner_layer/kernel:0" under the outer layer's group.
+            owner = parts[-2] if len(parts) >= 2 else layer
+            per_layer.setdefault(owner, []).append(np.asarray(group[weight]))
+        for owner, arrays in per_layer.items():
+            _put(out, owner, arrays, path)
+
+
+def _put(out: dict[str, list[np.ndarray]], name: str, arrays: list[np.ndarray], path: str) -> None:
+    if name in out:
+        raise ValueError(f"{path}: two layers are named {name!r}; cannot tell which weights are meant")
+    out[name] = arrays
+
+
+def read_keras_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
+    """Reads every layer's weights from a Keras ``.h5`` / ``.weights.h5`` file (see the module docstring).
+
+    Args:
+      path: the file.
+
+    Returns:
+      Layer name -> that layer's arrays in Keras order; layers without weights are left out.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file is not one of the layouts above.
+    """
+    import h5py  # imported here: only the Keras ports need it
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Keras weights file {path!r} does not exist")
+    out: dict[str, list[np.ndarray]] = {}
+    with h5py.File(path, "r") as f:
+        if "layers" in f and "layer_names" not in f.attrs:
+            _read_keras3(f["layers"], out, path)
+        elif "model_weights" in f:
+            _read_legacy(f["model_weights"], out, path)
+        elif "layer_names" in f.attrs:
+            _read_legacy(f, out, path)
+        else:
+            raise ValueError(
+                f"{path}: not a Keras weights file (expected 'layers/' from save_weights('x.weights.h5'), "
+                "'model_weights/' from model.save('x.h5'), or a root 'layer_names' attribute)"
+            )
+    return out
+
+
+def take(weights: dict[str, list[np.ndarray]], layer: str, names: tuple[str, ...], path: str) -> dict[str, Any]:
+    """Pops one layer's arrays and names them by position.
+
+    Raises:
+      KeyError: the layer is absent (the message names it and a few layers that are present).
+      ValueError: the layer has another number of weights.
+    """
+    if layer not in weights:
+        present = ", ".join(sorted(weights)[:8])
+        raise KeyError(f"{path}: no layer {layer!r} in the Keras weights file (it has {present}, ...)")
+    arrays = weights.pop(layer)
+    if len(arrays) != len(names):
+        raise ValueError(f"{path}: layer {layer!r} has {len(arrays)} weights, expected {len(names)} {names}")
+    return dict(zip(names, arrays, strict=True))
