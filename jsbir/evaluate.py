@@ -50,9 +50,19 @@ class Evaluator:
         return np.concatenate(chunks).astype(np.float32)
 
     def run(
-        self, state: Any, workdir: str, tag: str, write: bool = True, writer: Any = None
+        self,
+        state: Any,
+        workdir: str,
+        tag: str,
+        write: bool = True,
+        writer: Any = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Evaluates ``state`` and returns the report; writes it (and a grid PNG) when ``write``."""
+        """Evaluates ``state`` and returns the report; writes it (and a grid PNG) when ``write``.
+
+        ``extra`` is merged into the report before it is written (a dict value into the report's dict of the same
+        key, e.g. more ``timings``).
+        """
         cfg = self.config
         variables = {"params": state.params, **state.model_state}
         t0 = time.perf_counter()
@@ -94,6 +104,11 @@ class Evaluator:
             "metric_descriptions": metrics.METRIC_DESCRIPTIONS,
             "timings": {"embed_s": t1 - t0, "metrics_s": t2 - t1},
         }
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict) and isinstance(report.get(key), dict):
+                report[key].update(value)
+            else:
+                report[key] = value
         if writer is not None:
             writer.write_scalars(report["step"], {f"eval/{k}": v for k, v in values.items()})
         if write:

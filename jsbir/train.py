@@ -161,7 +161,7 @@ def train_and_evaluate(
         job or a test of resumption); the next start on the same workdir continues.
 
     Returns:
-      The final report (see ``evaluate.evaluate``), or ``{"stopped_at": step}`` when ``stop_after`` ended it.
+      The final report (see ``evaluate.Evaluator.run``), or ``{"stopped_at": step}`` when ``stop_after`` ended it.
     """
     workdir = prepare_workdir(workdir, config)
     mesh = sharding.make_mesh()
@@ -254,12 +254,10 @@ def train_and_evaluate(
         ckpt.close()
         return {"stopped_at": end}
 
-    report = evaluator.run(state, workdir, tag="final", writer=writer)
-    report["timings"]["train_s"] = train_seconds
-    report["timings"]["train_steps_this_run"] = end - start
+    extra = {"timings": {"train_s": train_seconds, "train_steps_this_run": end - start}}
     if untrained is not None:
-        report["untrained"] = untrained["metrics"]
-    evaluate.write_report(report, workdir)
+        extra["untrained"] = untrained["metrics"]
+    report = evaluator.run(state, workdir, tag="final", writer=writer, extra=extra)
     writer.flush()
     ckpt.close()
     return report

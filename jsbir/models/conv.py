@@ -4,8 +4,10 @@ XLA:CPU lowers grouped (``feature_group_count``) convolutions to a slow generic 
 gradient (jax-ml/jax #13800, #23713; openxla/xla #34273). A depthwise convolution is only k*k per-channel
 multiply-adds, so here it is written as k*k shifted slices of the padded input times a per-channel weight, with a
 ``jax.custom_vjp`` whose backward pass uses the same trick: the input gradient is the same shifted sum over the
-(dilated, padded) output gradient with the kernel flipped, and the kernel gradient is a set of per-tap reductions.
+(dilated, padded) output gradient with the kernel flipped, and the kernel gradient sums window(i, j) * output
+gradient over batch and space per tap, walking the batch with ``lax.scan`` so each image is done while in cache.
 A 1x1 convolution is a matrix product, which XLA:CPU runs 3-8x faster as a dot than as a convolution.
+benchmarks/README.md has the figures and the formulations tried.
 
 Layouts follow ``flax.linen.Conv``: NHWC inputs, a depthwise kernel of shape (k, k, 1, C), a pointwise kernel of
 shape (1, 1, Cin, Cout), so weights ported for ``nn.Conv`` load unchanged.
@@ -26,9 +28,10 @@ IMPLS = ("auto", "lax", "shift")
 def _resolve_impl(impl: str) -> str:
     """Picks the implementation for the current default backend.
 
-    On CPU the shifted multiply-adds are 10-20x faster than ``lax.conv`` (see benchmarks/README.md). No GPU or TPU
-    was available when this was measured, so accelerators keep ``lax.conv``, which cuDNN and the TPU compiler handle
-    natively; change this only with a measurement.
+    On CPU the shifted multiply-adds are 10-100x faster than ``lax.conv`` (see benchmarks/README.md). No GPU or TPU
+    was available when this was measured, so accelerators keep ``lax.conv``, which cuDNN and the TPU compiler
+    handle natively (though jax-ml/jax #13800 reports a slow depthwise backward on GPU too); change this only with
+    a measurement: ``python benchmarks/train_step.py --layer depthwise`` on the accelerator.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
