@@ -98,6 +98,8 @@ def train_config() -> ml_collections.ConfigDict:
     train.checkpoint_every = 500
     train.keep_checkpoints = 2
     train.eval_every = 0
+    # Regex over '/'-joined parameter paths; matching parameters are frozen (see jsbir/state.py). "" = none.
+    train.freeze = ""
     return train
 
 

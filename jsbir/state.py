@@ -1,7 +1,15 @@
-"""The training state: one explicit pytree holding everything a step reads and writes."""
+"""The training state: one explicit pytree holding everything a step reads and writes, and its optimiser.
+
+Freezing is generic: ``config.train.freeze`` is a regular expression searched (``re.search``) in every parameter's
+'/'-joined path, such as ``sketch_net/blocks_3/expand_conv/kernel``. A matching parameter is frozen: the optimiser
+gives it exactly zero updates (no weight decay either), and the trainer stops its gradient so that no backward pass
+is computed for it. ``"(sketch_net|photo_net)/"`` freezes both backbones of a two-tower model;
+``"_net/(stem_|blocks_([0-9]|1[0-3])/)"`` freezes all but the last two blocks (and the head) of EfficientNet.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.struct
@@ -50,15 +58,54 @@ class TrainState:
         )
 
 
-def make_optimizer(train_config: Any) -> optax.GradientTransformation:
-    """The one optimiser of a run: warm-up then cosine decay, gradient clipping, AdamW or SGD.
+def param_paths(params: Any) -> list[str]:
+    """The '/'-joined path of every leaf of ``params``, in ``jax.tree`` leaf order."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
+
+
+def frozen_mask(params: Any, pattern: str, key: str = "config.train.freeze") -> Any | None:
+    """Which parameters ``pattern`` freezes: a tree of bools shaped like ``params``, or None for no pattern.
+
+    Args:
+      params: the parameter tree (arrays or ``jax.ShapeDtypeStruct`` leaves; only the structure is read).
+      pattern: a regular expression searched in each '/'-joined parameter path; empty freezes nothing.
+      key: the config key that holds ``pattern``, for messages.
+
+    Returns:
+      None when ``pattern`` is empty, else a tree with ``params``'s structure and True at the frozen leaves.
+
+    Raises:
+      ValueError: ``pattern`` is not a valid regular expression, or matches no parameter.
+    """
+    if not pattern:
+        return None
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{key}={pattern!r} is not a valid regular expression: {e}") from e
+    paths = param_paths(params)
+    frozen = [bool(regex.search(path)) for path in paths]
+    if not any(frozen):
+        raise ValueError(f"{key}={pattern!r} matches no parameter; paths look like {paths[:3]} ({len(paths)} in all)")
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), frozen)
+
+
+def make_optimizer(train_config: Any, params: Any) -> optax.GradientTransformation:
+    """The one optimiser of a run: warm-up then cosine decay, gradient clipping, AdamW or SGD, and freezing.
 
     Args:
       train_config: the ``config.train`` section (optimizer, lr, warmup_steps, steps, weight_decay,
-        momentum, grad_clip).
+        momentum, grad_clip, freeze).
+      params: the parameter tree the optimiser will update (arrays or ``jax.ShapeDtypeStruct`` leaves); frozen
+        parameters are those whose path ``train_config.freeze`` matches (see the module docstring).
 
     Returns:
-      An optax GradientTransformation.
+      An optax GradientTransformation. Frozen parameters get zero updates and no weight decay; gradient clipping
+      measures the trainable gradients only.
+
+    Raises:
+      ValueError: an unknown optimizer, or a freeze pattern that is invalid or matches nothing.
     """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -78,6 +125,9 @@ def make_optimizer(train_config: Any) -> optax.GradientTransformation:
         raise ValueError(
             f"config.train.optimizer={train_config.optimizer!r} is not one of {sorted(optimizers)}"
         )
-    return optax.chain(
-        optax.clip_by_global_norm(train_config.grad_clip), optimizers[train_config.optimizer]()
-    )
+    tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optimizers[train_config.optimizer]())
+    frozen = frozen_mask(params, train_config.get("freeze", ""))  # configs saved before freeze existed lack it
+    if frozen is None:
+        return tx
+    labels = jax.tree.map(lambda f: "frozen" if f else "trained", frozen)
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

@@ -10,6 +10,8 @@ import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from jsbir import checkpoint, evaluate, sharding
 from jsbir.data import get_dataset, pipeline
 from jsbir.models import get_method, pretrained
-from jsbir.state import TrainState, make_optimizer
+from jsbir.state import TrainState, frozen_mask, make_optimizer
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,6 +72,35 @@ class JsonlWriter(metric_writers.MetricWriter):
         self._file.close()
 
 
+class StopSignals:
+    """Turns SIGINT and SIGTERM (Ctrl-C, a scheduler's preemption) into a request the training loop honours between
+    steps, so the checkpoint it then writes is a finished step; a second signal interrupts at once.
+
+    Handlers are installed only in the main thread (Python allows no other) and restored on exit.
+    """
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.received is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.received = signal.Signals(signum).name
+        logging.warning("%s received: stopping after this step with a checkpoint", self.received)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Checks that ``workdir`` can be used, creates it and writes the resolved config (process 0).
 
@@ -97,15 +128,24 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     return workdir
 
 
-def make_train_step(method: Any, model: Any, loss_config: Any, total_steps: int):
-    """The jitted ``train_step(state, batch, rng) -> (state, measurements)``; the state is donated."""
+def make_train_step(method: Any, model: Any, loss_config: Any, total_steps: int, frozen: Any = None):
+    """The jitted ``train_step(state, batch, rng) -> (state, measurements)``; the state is donated.
+
+    ``frozen`` (a bool tree like the params, from ``state.frozen_mask``) stops the gradient of those parameters, so
+    no backward pass is computed for them; their gradient is zero and the optimiser leaves them unchanged.
+    """
+
+    def stop_frozen(params: Any) -> Any:
+        if frozen is None:
+            return params
+        return jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         progress = state.step.astype(jnp.float32) / max(total_steps, 1)
         loss_fn = functools.partial(method.loss_fn, model, config=loss_config)
         grad_fn = jax.value_and_grad(
-            lambda p: loss_fn(p, state.model_state, batch, rng, progress), has_aux=True
+            lambda p: loss_fn(stop_frozen(p), state.model_state, batch, rng, progress), has_aux=True
         )
         (loss, (model_state, measurements)), grads = grad_fn(state.params)
         new_state = state.apply_gradients(grads, model_state)
@@ -128,15 +168,18 @@ def init_state(method: Any, model: Any, config: Any, info: Any, mesh: Any) -> Tr
         "photo": jnp.zeros((1, size, size, 3)),
         "label": jnp.zeros((1,), jnp.int32),
     }
-    tx = make_optimizer(config.train)
+
+    def init_variables(rng):
+        return model.init({"params": rng, "sample": rng, "dropout": rng}, dummy, train=False)
+
+    rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+    tx = make_optimizer(config.train, jax.eval_shape(init_variables, rng)["params"])
 
     def init(rng):
-        variables = model.init({"params": rng, "sample": rng, "dropout": rng}, dummy, train=False)
-        variables = dict(variables)
+        variables = dict(init_variables(rng))
         params = variables.pop("params")
         return TrainState.create(params, variables, tx)
 
-    rng = jax.random.fold_in(jax.random.key(config.seed), 0)
     abstract = jax.eval_shape(init, rng)
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=shardings)(rng)
@@ -161,7 +204,9 @@ def train_and_evaluate(
         job or a test of resumption); the next start on the same workdir continues.
 
     Returns:
-      The final report (see ``evaluate.Evaluator.run``), or ``{"stopped_at": step}`` when ``stop_after`` ended it.
+      The final report (see ``evaluate.Evaluator.run``), or ``{"stopped_at": step}`` when ``stop_after`` ended it,
+      with ``"signal": "SIGTERM"`` (or SIGINT) added when a signal did; a checkpoint of that step is written first.
+      On several hosts a scheduler signals every process, so all stop after the same step.
     """
     workdir = prepare_workdir(workdir, config)
     mesh = sharding.make_mesh()
@@ -204,7 +249,14 @@ def train_and_evaluate(
     if start == 0 and config.eval.eval_untrained:
         untrained = evaluator.run(state, workdir, tag="untrained", write=False)
 
-    train_step = make_train_step(method, model, config.loss, total)
+    frozen = frozen_mask(state.params, config.train.get("freeze", ""))
+    if frozen is not None:
+        sizes = [(p.size, f) for p, f in zip(jax.tree.leaves(state.params), jax.tree.leaves(frozen), strict=True)]
+        logging.info(
+            "config.train.freeze=%r freezes %d of %d parameters",
+            config.train.freeze, sum(n for n, f in sizes if f), sum(n for n, _ in sizes),
+        )  # fmt: skip
+    train_step = make_train_step(method, model, config.loss, total, frozen)
     train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
     sketches, photos = data.training_pairs()
     batches = pipeline.train_batches(
@@ -221,38 +273,38 @@ def train_and_evaluate(
     end = total if stop_after is None else min(total, start + stop_after)
     train_start = time.perf_counter()
     step = start
-    try:
-        with tqdm(total=total, initial=start, desc="train", disable=not is_main) as bar:
-            for step in range(start + 1, end + 1):
-                batch = sharding.to_global(next(batches), mesh)
-                state, measurements = train_step(state, batch, train_rng)
-                loss = float(measurements["loss"])
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint "
-                        f"(step {ckpt.latest_step()}) stays in {ckpt.directory}. Lower config.train.lr "
-                        "or check the inputs."
-                    )
-                if step % config.train.log_every == 0 or step == end:
-                    writer.write_scalars(step, jax.device_get(measurements))
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                for hook in hooks:
-                    hook(step)
-                bar.update(1)
-                if step % config.train.checkpoint_every == 0:
-                    ckpt.save(state)
-                if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
-                    evaluator.run(state, workdir, tag=f"step{step}", writer=writer)
-    except KeyboardInterrupt:
-        logging.warning("Interrupted: saving step %d to %s", int(state.step), ckpt.directory)
-        ckpt.save(state)
-        raise
+    with StopSignals() as stop, tqdm(total=total, initial=start, desc="train", disable=not is_main) as bar:
+        for step in range(start + 1, end + 1):
+            batch = sharding.to_global(next(batches), mesh)
+            state, measurements = train_step(state, batch, train_rng)
+            loss = float(measurements["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint "
+                    f"(step {ckpt.latest_step()}) stays in {ckpt.directory}. Lower config.train.lr "
+                    "or check the inputs."
+                )
+            if step % config.train.log_every == 0 or step == end:
+                writer.write_scalars(step, jax.device_get(measurements))
+                bar.set_postfix(loss=f"{loss:.4f}")
+            for hook in hooks:
+                hook(step)
+            bar.update(1)
+            if step % config.train.checkpoint_every == 0:
+                ckpt.save(state)
+            if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+                evaluator.run(state, workdir, tag=f"step{step}", writer=writer)
+            if stop.received:
+                break
     train_seconds = time.perf_counter() - train_start
     ckpt.save(state)
-    if end < total:
+    if step < total:
         writer.flush()
         ckpt.close()
-        return {"stopped_at": end}
+        stopped = {"stopped_at": step}
+        if stop.received:
+            stopped["signal"] = stop.received
+        return stopped
 
     extra = {"timings": {"train_s": train_seconds, "train_steps_this_run": end - start}}
     if untrained is not None:

@@ -62,11 +62,25 @@ def test_depthwise_shift_equals_lax(stride, k, padding, batch, monkeypatch):
     _check_depthwise(batch, 7, 8, 5, k, stride, padding, monkeypatch)
 
 
-@pytest.mark.parametrize("height,k,stride", [(4, 5, 1), (3, 3, 2), (10, 5, 2)])
+@pytest.mark.parametrize("height,k,stride", [(4, 5, 1), (3, 3, 2), (10, 5, 2), (9, 1, 3), (9, 3, 4), (8, 7, 1)])
 def test_depthwise_shift_equals_lax_edge_sizes(height, k, stride):
-    # A map smaller than the kernel (EfficientNet's 4x4 maps under 5x5 kernels), a 3x3 map at stride 2, and a
-    # larger batch under the default kernel-gradient settings.
+    # A map smaller than the kernel (EfficientNet's 4x4 maps under 5x5 kernels), a 3x3 map at stride 2, a kernel
+    # narrower than the stride, stride 4 and k = 7, all with a larger batch under the default kernel-gradient
+    # settings.
     _check_depthwise(6, height, height + 1, 12, k, stride, "SAME", seed=1)
+
+
+def test_depthwise_bfloat16_matches_float32():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 7)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 7)), jnp.bfloat16)
+    cotangent = jnp.asarray(rng.standard_normal((2, 3, 3, 7)), jnp.bfloat16)
+    actual = _value_and_grads(lambda x, w: depthwise_conv(x, w, 2, impl="shift"), x, w, cotangent)
+    f32 = [a.astype(jnp.float32) for a in (x, w, cotangent)]
+    expected = _value_and_grads(lambda x, w: depthwise_conv(x, w, 2, impl="lax"), *f32)
+    for a, e in zip(actual, expected, strict=True):
+        assert a.dtype == jnp.bfloat16
+        _assert_close(a.astype(jnp.float32), e, rtol=2e-2)
 
 
 def test_kernel_gradient_picks_its_loop_by_map_size(monkeypatch):

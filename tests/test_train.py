@@ -6,6 +6,10 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -133,3 +137,28 @@ def test_unseen_classes_never_reach_training(tiny_run):
     assert not np.isin(photos.label, data.info.unseen).any()
     queries, gallery = data.evaluation_sets()
     assert set(np.unique(queries.label)) == set(data.info.unseen) == set(np.unique(gallery.label))
+
+
+def test_sigterm_checkpoints_the_last_finished_step_and_exits_143(tmp_path):
+    workdir = tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    command = [
+        sys.executable, "-m", "jsbir.main", "--config", "configs/bda.py:runlocal",
+        f"--config.data.data_dir={tmp_path / 'tfds'}", f"--workdir={workdir}",
+    ]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 13:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.stdout.read().decode()[-3000:]
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 143, output[-3000:]
+    logged = [row["step"] for row in map(json.loads, metrics.read_text().splitlines()) if "loss" in row]
+    assert 13 <= logged[-1] < 100
+    assert checkpoint.Checkpointer(str(workdir), {}).latest_step() == logged[-1]
+    assert f"stopped by SIGTERM at step {logged[-1]}" in output

@@ -77,14 +77,18 @@ def _tap(xp: jax.Array, i: int, j: int, oh: int, ow: int, stride: int) -> jax.Ar
 
 
 def _shift_sum(xp: jax.Array, w: jax.Array, oh: int, ow: int, stride: int) -> jax.Array:
-    """sum_{i,j} window(i, j) * w[i, j]: a depthwise correlation of the already padded ``xp`` with ``w`` (k, k, C)."""
+    """sum_{i,j} window(i, j) * w[i, j]: a depthwise correlation of the already padded ``xp`` with ``w`` (k, k, C).
+
+    Accumulates in float32 (or wider) and returns ``xp``'s dtype, so bfloat16 inputs lose no precision in the sum.
+    """
     k = w.shape[0]
+    dtype = jnp.promote_types(xp.dtype, jnp.float32)
     acc = None
     for i in range(k):
         for j in range(k):
-            term = _tap(xp, i, j, oh, ow, stride) * w[i, j]
+            term = _tap(xp, i, j, oh, ow, stride).astype(dtype) * w[i, j].astype(dtype)
             acc = term if acc is None else acc + term
-    return acc
+    return acc.astype(xp.dtype)
 
 
 def _chunk(batch: int, image_bytes: int) -> int:
@@ -156,22 +160,47 @@ def _kernel_grad_chunked(x: jax.Array, g: jax.Array, k: int, stride: int, pads) 
 
 
 def _input_grad(g: jax.Array, w: jax.Array, x_shape: tuple[int, ...], stride: int, pads) -> jax.Array:
-    """d(loss)/d(input): the output gradient, dilated by the stride and padded, correlated with the flipped kernel.
+    """d(loss)/d(input), by phases of the stride (polyphase), each a stride-1 shifted sum over the output gradient.
 
-    In padded-input coordinates the gradient is the correlation of the output gradient (dilated, padded by k-1 on
-    both sides) with the flipped kernel; only the rows and columns of the input itself are computed, by padding
-    the output gradient just enough (negative padding crops) that the correlation has the input's size.
+    Padded-input row a = stride * q + r receives g[q - m] * w[r + stride * m] for every m, so the rows of one phase
+    r (and likewise columns) are a stride-1 correlation of the output gradient with the sub-kernel
+    w[r::stride, c::stride]. Summing over a zero-dilated output gradient instead does stride**2 times the work
+    (3-4x slower at stride 2). The phases are interleaved and cropped to the input's rows and columns.
     """
     k = w.shape[0]
-    _, oh, ow, _ = g.shape
+    b, oh, ow, c = g.shape
     (ph, pw), (h, wd) = pads, x_shape[1:3]
+    taps = -(-k // stride)  # most taps of a phase, per dimension
 
-    def side(lo_pad: int, size: int, out: int) -> tuple[int, int]:
-        lo = k - 1 - lo_pad
-        return lo, size + k - 1 - lo - ((out - 1) * stride + 1)
+    def span(lo: int, size: int, out: int) -> tuple[int, int, tuple[int, int]]:
+        # Phase rows q in [q0, q0 + n) cover padded rows [lo, lo + size); the output gradient is padded (negative
+        # values crop) so that slice start taps - 1 - m of the padded gradient reads g[q0 - m].
+        q0, q1 = lo // stride, -(-(lo + size) // stride)
+        return q0, q1 - q0, (taps - 1 - q0, q1 - out)
 
-    gd = _pad_hw(g, side(ph[0], h, oh), side(pw[0], wd, ow), interior=stride - 1)
-    return _shift_sum(gd, w[::-1, ::-1], h, wd, 1)
+    qh0, nh, pad_h = span(ph[0], h, oh)
+    qw0, nw, pad_w = span(pw[0], wd, ow)
+    gp = _pad_hw(g, pad_h, pad_w)
+    dtype = jnp.promote_types(g.dtype, jnp.float32)
+    phases = []
+    for r in range(stride):
+        row = []
+        for t in range(stride):
+            acc = None
+            for m in range(len(range(r, k, stride))):
+                for n in range(len(range(t, k, stride))):
+                    start = (0, taps - 1 - m, taps - 1 - n, 0)
+                    window = lax.slice(gp, start, (b, start[1] + nh, start[2] + nw, c))
+                    term = window.astype(dtype) * w[r + stride * m, t + stride * n].astype(dtype)
+                    acc = term if acc is None else acc + term
+            row.append(jnp.zeros((b, nh, nw, c), dtype) if acc is None else acc)  # None: kernel narrower than stride
+        phases.append(row)
+    if stride == 1:
+        full = phases[0][0]
+    else:  # (B, nh, stride, nw, stride, C): row stride * q + r, column stride * q' + t
+        full = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2).reshape(b, nh * stride, nw * stride, c)
+    dh, dw = ph[0] - stride * qh0, pw[0] - stride * qw0
+    return lax.slice(full, (0, dh, dw, 0), (b, dh + h, dw + wd, c)).astype(g.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -247,7 +276,10 @@ def pointwise_conv(x: jax.Array, kernel: jax.Array, strides: int = 1) -> jax.Arr
     """
     if strides != 1:
         x = x[:, ::strides, ::strides, :]
-    return jnp.einsum("bhwc,cd->bhwd", x, kernel[0, 0])
+    b, h, w, c = x.shape
+    # A 2-D product, not a 4-D einsum: through the einsum's transpose XLA:CPU laid the output gradient out
+    # transposed for the kernel gradient (a slow copy and a slow dot); this is 17% faster in the EfficientNet step.
+    return (x.reshape(b * h * w, c) @ kernel[0, 0]).reshape(b, h, w, kernel.shape[-1])
 
 
 class DepthwiseConv(nn.Module):
