@@ -160,7 +160,7 @@ def _layer_fns(args: argparse.Namespace) -> tuple[dict[str, Callable[[], jax.Arr
             dims = ("NHWC", "HWIO", "NHWC")
             return lax.conv_general_dilated(x, w, (args.stride,) * 2, "SAME", dimension_numbers=dims)
 
-        impls = {"lax": conv, "einsum": lambda x, w: pointwise_conv(x, w, args.stride)}
+        impls = {"lax": conv, "matmul": lambda x, w: pointwise_conv(x, w, args.stride)}
         shapes = {"channels": c, "out_channels": args.out_channels, "stride": args.stride}
     else:
         raise ValueError(f"--layer={args.layer!r} is not 'depthwise' or 'pointwise'")

@@ -3,9 +3,10 @@
 XLA:CPU lowers grouped (``feature_group_count``) convolutions to a slow generic loop, worst for the kernel
 gradient (jax-ml/jax #13800, #23713; openxla/xla #34273). A depthwise convolution is only k*k per-channel
 multiply-adds, so here it is written as k*k shifted slices of the padded input times a per-channel weight, with a
-``jax.custom_vjp`` whose backward pass uses the same trick: the input gradient is the same shifted sum over the
-(dilated, padded) output gradient with the kernel flipped, and the kernel gradient sums window(i, j) * output
-gradient over batch and space per tap, walking the batch with ``lax.scan`` so each image is done while in cache.
+``jax.custom_vjp`` whose backward pass uses the same trick: the input gradient is, per phase of the stride, a
+shifted sum over the padded output gradient with part of the flipped kernel, and the kernel gradient sums
+window(i, j) * output gradient over batch and space per tap, walking the batch with ``lax.scan`` so each image is
+done while in cache.
 A 1x1 convolution is a matrix product, which XLA:CPU runs 3-8x faster as a dot than as a convolution.
 benchmarks/README.md has the figures and the formulations tried.
 
@@ -60,10 +61,9 @@ def _out_size(size: int, k: int, stride: int, pads: tuple[int, int]) -> int:
     return (size + pads[0] + pads[1] - k) // stride + 1
 
 
-def _pad_hw(x: jax.Array, ph: tuple[int, int], pw: tuple[int, int], interior: int = 0) -> jax.Array:
-    """Pads (negative values crop) the H and W dimensions of an NHWC array; ``interior`` zeros between pixels."""
-    zero = jnp.zeros((), x.dtype)
-    return lax.pad(x, zero, ((0, 0, 0), (ph[0], ph[1], interior), (pw[0], pw[1], interior), (0, 0, 0)))
+def _pad_hw(x: jax.Array, ph: tuple[int, int], pw: tuple[int, int]) -> jax.Array:
+    """Pads with zeros (negative values crop) the H and W dimensions of an NHWC array."""
+    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (ph[0], ph[1], 0), (pw[0], pw[1], 0), (0, 0, 0)))
 
 
 def _tap(xp: jax.Array, i: int, j: int, oh: int, ow: int, stride: int) -> jax.Array:
@@ -163,9 +163,9 @@ def _input_grad(g: jax.Array, w: jax.Array, x_shape: tuple[int, ...], stride: in
     """d(loss)/d(input), by phases of the stride (polyphase), each a stride-1 shifted sum over the output gradient.
 
     Padded-input row a = stride * q + r receives g[q - m] * w[r + stride * m] for every m, so the rows of one phase
-    r (and likewise columns) are a stride-1 correlation of the output gradient with the sub-kernel
-    w[r::stride, c::stride]. Summing over a zero-dilated output gradient instead does stride**2 times the work
-    (3-4x slower at stride 2). The phases are interleaved and cropped to the input's rows and columns.
+    r (and likewise column phase t) are a stride-1 correlation of the output gradient with the sub-kernel
+    w[r::stride, t::stride]. Summing over a zero-dilated output gradient instead does stride**2 times the work
+    (2.5-4x slower at stride 2). The phases are interleaved and cropped to the input's rows and columns.
     """
     k = w.shape[0]
     b, oh, ow, c = g.shape
@@ -236,11 +236,12 @@ def depthwise_conv(
 
     Args:
       x: (B, H, W, C) input.
-      kernel: (k, k, 1, C) kernel, the layout of ``nn.Conv(C, (k, k), feature_group_count=C)``; k odd.
+      kernel: (k, k, 1, C) kernel, the layout of ``nn.Conv(C, (k, k), feature_group_count=C)``; any k.
       strides: 1 or 2 (any positive stride works).
       padding: "SAME" (XLA/TensorFlow semantics: for stride 2 the extra pixel is padded bottom/right) or "VALID".
       impl: "lax" (``lax.conv_general_dilated``), "shift" (shifted multiply-adds with a custom VJP, fast on CPU)
-        or "auto" (shift on CPU, lax elsewhere).
+        or "auto" (shift on CPU, lax elsewhere). "shift" is a ``jax.custom_vjp``: reverse-mode gradients (grad,
+        vjp) under jit and vmap work, forward mode (``jax.jvp``, ``jax.jacfwd``) does not.
 
     Returns:
       (B, H', W', C) output, H' = ceil(H / strides) for SAME and (H - k) // strides + 1 for VALID.
