@@ -38,8 +38,8 @@ SKETCHY_MINI = {
     # conv, the Gaussian heads, the discriminator and the GCN train. A full-network step runs ~20 images/s here.
     "train.freeze": r"_net/(stem_|blocks_([0-9]|10)/)",
     "train.batch_size": 32,
-    "train.steps": 300,
-    "train.lr": 1e-3,
+    "train.steps": 400,
+    "train.lr": 5e-4,
     "train.warmup_steps": 30,
     "train.log_every": 10,
     "train.checkpoint_every": 100,
