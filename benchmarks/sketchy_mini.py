@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
         "keep_freed_memory": kept,
         "devices": f"{jax.device_count()} x {jax.devices()[0].platform}, {os.cpu_count()} cores",
         "workdir": workdir,
+        "note": "untrained = this model at step 0: ImageNet backbones under random heads. The backbones' pooled "
+        "1280-d ImageNet features alone give map@all[exact] 0.160 on these 525 x 525 (../shared/data/README.md)",
     }
     print(json.dumps(result, indent=2))
     return result
