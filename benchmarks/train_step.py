@@ -32,8 +32,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from jsbir.models import backbones
-from jsbir.models.conv import depthwise_conv, pointwise_conv
+from jsbir.nn import backbones
+from jsbir.nn.conv import depthwise_conv, pointwise_conv
 
 
 def keep_freed_memory() -> bool:

@@ -33,62 +33,17 @@ import ml_collections
 from configs import common
 
 # preset=sketchy_mini: "section.field" -> value, applied after the arguments (see the module docstring).
-SKETCHY_MINI = {
-    # The stem and blocks 0-10 of both EfficientNets stay ImageNet's; blocks 11-15 (4x4 maps at 128 px), the head
-    # conv, the Gaussian heads, the discriminator and the GCN train. A full-network step runs ~20 images/s here.
-    "train.freeze": r"_net/(stem_|blocks_([0-9]|10)/)",
-    "train.batch_size": 32,
-    "train.steps": 400,
-    "train.lr": 5e-4,
-    "train.warmup_steps": 30,
-    "train.log_every": 10,
-    "train.checkpoint_every": 100,
-    "model.embed_dim": 128,
-    "loss.triplet_mining": "all",
-    "eval.batch_size": 64,
-}
+SKETCHY_MINI = {**common.EFFICIENTNET_FINETUNE, "model.embed_dim": 128, "loss.triplet_mining": "all"}
 PRESETS = {"": {}, "sketchy_mini": SKETCHY_MINI}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the BDA-SketRet config; see the module docstring for the arguments."""
-    arg = common.parse_arg(
-        arg,
-        runlocal=False,
-        dataset="synthetic",
-        size=64,
-        steps=0,
-        backbone="compact_cnn",
-        split="default",
-        root="",
-        semantics="glove",
-        preset="",
-    )
-    config = ml_collections.ConfigDict()
-    config.method = "bda"
-    config.seed = 0
-    config.init_from = ""
-
-    config.data = common.data_config(arg.dataset, arg.size)
-    config.data.split = arg.split
-    config.data.root = arg.root
-    config.data.semantics = arg.semantics
-
-    config.model = ml_collections.ConfigDict()
-    config.model.backbone = arg.backbone
-    config.model.backbone_args = ml_collections.ConfigDict({"width": 32})
-    # "imagenet" (weights from an installed package) or a weights file; see jsbir/models/pretrained.py.
-    config.model.pretrained = ""
-    if arg.backbone != "compact_cnn":
-        config.model.backbone_args = ml_collections.ConfigDict()
-        config.model.pretrained = "imagenet" if arg.backbone == "efficientnet_lite0" else ""
-    config.model.shared_backbone = False
+    arg = common.parse_arg(arg, **common.COMMON_ARGS, preset="")
+    config = common.base_config("bda", arg)
     config.model.embed_dim = 64
     config.model.gcn_features = (128,)
-    config.model.graph = "knn"
-    config.model.graph_k = 5
     config.model.disc_hidden = 64
-    config.model.dropout = 0.0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.w_cls = 1.0
@@ -105,20 +60,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.grl_gamma = 10.0
     config.loss.grl_max = 1.0
 
-    config.train = common.train_config()
     config.train.steps = 1500
-    config.eval = common.eval_config()
 
     if arg.preset not in PRESETS:
         raise ValueError(f"config argument preset={arg.preset!r} is not one of {sorted(PRESETS)}")
     if arg.preset and arg.backbone != "efficientnet_lite0":
         raise ValueError(f"preset={arg.preset} is a recipe for backbone=efficientnet_lite0, got {arg.backbone!r}")
-    for key, value in PRESETS[arg.preset].items():
-        section, field = key.split(".")
-        config[section][field] = value
-
-    if arg.runlocal:
-        common.make_runlocal(config)
-    if arg.steps:
-        config.train.steps = arg.steps
-    return config.lock()  # a misspelt field is an error, not a new key
+    common.override(config, PRESETS[arg.preset])
+    return common.finish(config, arg)

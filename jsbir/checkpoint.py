@@ -1,8 +1,10 @@
-"""Orbax checkpoints in the workdir: restore-or-init, periodic saves, clear errors on foreign or broken files.
+"""Orbax checkpoints in the workdir: periodic saves, and restores that refuse foreign or broken files clearly.
 
-Restore order (the first that exists wins): the workdir's own latest checkpoint (a resumed run) >
-``config.init_from`` (parameters of another run) > the pretrained backbone the model loads itself > scratch.
-Every process restores; Orbax coordinates the writes so that only the primary host writes metadata.
+A checkpoint holds three items: ``model`` (the parameters and the model's other collections), ``train`` (step and
+optimiser state) and ``meta`` (a JSON description: the identity that must match to restore, plus the model
+config that wrote it). ``config.init_from`` reads only the ``model`` item, so a run can start from another run's
+parameters with another optimiser or freezing pattern. Every process restores; Orbax coordinates the writes so
+that only the primary host writes metadata.
 """
 
 from __future__ import annotations
@@ -14,26 +16,45 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jsbir.state import TrainState
+from jsbir.state import TrainState, param_paths
 
 CHECKPOINT_SUBDIR = "checkpoints"
+_SHOWN = 3  # differing parameters named in a message
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that exists but cannot be used; the message names the folder and the cause."""
 
 
-def _saveable(state: TrainState) -> dict[str, Any]:
-    return {
-        "step": state.step,
-        "params": state.params,
-        "model_state": state.model_state,
-        "opt_state": state.opt_state,
-    }
+def parameter_structure(params: Any) -> dict[str, list[int]]:
+    """``{"/"-joined path: shape}`` of every parameter (arrays or ``jax.ShapeDtypeStruct`` leaves)."""
+    return {path: list(leaf.shape) for path, leaf in zip(param_paths(params), jax.tree.leaves(params), strict=True)}
 
 
 def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _differences(name: str, saved: Any, wanted: Any) -> list[str]:
+    """Human-readable differences between a saved identity value and this run's."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        keys = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+        out = [f"{name} {k}: checkpoint {saved.get(k)} vs run {wanted.get(k)}" for k in keys]
+        return out[:_SHOWN] + ([f"and {len(out) - _SHOWN} more {name}"] if len(out) > _SHOWN else [])
+    return [] if saved == wanted else [f"{name}: checkpoint {saved!r} vs run {wanted!r}"]
+
+
+def _config_differences(saved: dict[str, Any] | None, wanted: dict[str, Any] | None, prefix: str = "config.model"):
+    if not isinstance(saved, dict) or not isinstance(wanted, dict):
+        return []
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, f"{prefix}.{key}")
+        elif a != b:
+            out.append(f"{prefix}.{key}: checkpoint {a!r} vs run {b!r}")
+    return out
 
 
 class Checkpointer:
@@ -42,19 +63,23 @@ class Checkpointer:
     Args:
       workdir: the run's folder; checkpoints go to ``workdir/checkpoints/<step>``.
       identity: what must match for a checkpoint to be restored into this run, e.g.
-        ``{"method": "bda", "embed_dim": 64}``. A checkpoint written under a different identity is refused.
+        ``{"method": "bda", "parameters": parameter_structure(params)}``; a checkpoint written under another
+        identity is refused, naming what differs. An empty identity accepts any checkpoint (for inspection).
+      model_config: the model config (a dict) recorded with each save and compared on a refusal, so that the
+        message names the config fields behind a difference.
       keep: how many most recent checkpoints to keep.
     """
 
-    def __init__(self, workdir: str, identity: dict[str, Any], keep: int = 2):
+    def __init__(
+        self, workdir: str, identity: dict[str, Any], model_config: dict[str, Any] | None = None, keep: int = 2
+    ):
         self.directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
         self.identity = dict(identity)
+        self.model_config = model_config
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
-            ),
-            item_names=("state", "meta"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
+            item_names=("model", "train", "meta"),
         )
 
     def latest_step(self) -> int | None:
@@ -66,58 +91,85 @@ class Checkpointer:
         step = int(jax.device_get(state.step))
         if step in self._manager.all_steps():
             return step
+        meta = {**self.identity, "step": step, "model_config": self.model_config}
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_saveable(state)),
-                meta=ocp.args.JsonSave({**self.identity, "step": step}),
+                model=ocp.args.StandardSave({"params": state.params, "model_state": state.model_state}),
+                train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+                meta=ocp.args.JsonSave(meta),
             ),
         )
         self._manager.wait_until_finished()
         return step
 
+    def _where(self, step: int) -> str:
+        return os.fspath(self.directory / str(step))
+
+    def _check_meta(self, step: int, advice: str) -> None:
+        where = self._where(step)
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # Orbax raises many types for unreadable files.
+            raise CheckpointError(f"checkpoint {where} is unreadable ({e}). {advice}") from e
+        differences = [d for key, wanted in self.identity.items() for d in _differences(key, meta.get(key), wanted)]
+        if differences:
+            hints = _config_differences(meta.get("model_config"), self.model_config)
+            raise CheckpointError(
+                f"checkpoint {where} was written by another model or config ({'; '.join(hints + differences)}). "
+                f"{advice}"
+            )
+
+    def _restore_items(self, step: int, targets: dict[str, Any], advice: str) -> dict[str, Any]:
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(**{k: ocp.args.StandardRestore(_abstract(v)) for k, v in targets.items()}),
+            )
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint {self._where(step)} could not be restored into this model ({type(e).__name__}: {e}). "
+                f"{advice}"
+            ) from e
+        return {k: restored[k] for k in targets}
+
     def restore(self, state: TrainState, step: int | None = None) -> TrainState:
         """Restores the newest (or the given) checkpoint into the structure and shardings of ``state``.
+
+        ``state`` may be abstract (``jax.ShapeDtypeStruct`` leaves with shardings, from ``jax.eval_shape``): the
+        arrays are then created by the restore alone.
 
         Raises:
           CheckpointError: the checkpoint belongs to another model or config, or its files are damaged.
             Nothing is deleted: the message says how to start afresh.
         """
         step = self.latest_step() if step is None else step
-        where = os.fspath(self.directory / str(step))
         advice = "It was left in place; use another --workdir to start a fresh run."
-        try:
-            meta = self._manager.restore(
-                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )["meta"]
-        except Exception as e:  # Orbax raises many types for unreadable files.
-            raise CheckpointError(f"checkpoint {where} is unreadable ({e}). {advice}") from e
-        mismatched = {k: (meta.get(k), v) for k, v in self.identity.items() if meta.get(k) != v}
-        if mismatched:
-            detail = ", ".join(
-                f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in mismatched.items()
-            )
-            raise CheckpointError(
-                f"checkpoint {where} was written by another model or config ({detail}). {advice}"
-            )
-        try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(_abstract(_saveable(state)))
-                ),
-            )["state"]
-        except Exception as e:
-            raise CheckpointError(
-                f"checkpoint {where} could not be restored into this model ({type(e).__name__}: "
-                f"{e}). {advice}"
-            ) from e
-        return state.replace(**restored)
+        self._check_meta(step, advice)
+        restored = self._restore_items(
+            step,
+            {
+                "model": {"params": state.params, "model_state": state.model_state},
+                "train": {"step": state.step, "opt_state": state.opt_state},
+            },
+            advice,
+        )
+        return state.replace(**restored["model"], **restored["train"])
 
-    def restore_params(self, state: TrainState) -> TrainState:
-        """Takes only the parameters and model collections of the newest checkpoint (``init_from``)."""
-        restored = self.restore(state)
-        return state.replace(params=restored.params, model_state=restored.model_state)
+    def restore_variables(self, params: Any, model_state: Any) -> tuple[Any, Any]:
+        """The parameters and model collections of the newest checkpoint (``config.init_from``), restored into the
+        structure and shardings of ``params`` and ``model_state`` (arrays or abstract leaves).
+
+        Raises:
+          CheckpointError: there is no checkpoint, or it belongs to another model, or its files are damaged.
+        """
+        step = self.latest_step()
+        if step is None:
+            raise CheckpointError(f"config.init_from: no checkpoint in {os.fspath(self.directory)}")
+        advice = "Check config.init_from."
+        self._check_meta(step, advice)
+        model = self._restore_items(step, {"model": {"params": params, "model_state": model_state}}, advice)["model"]
+        return model["params"], model["model_state"]
 
     def close(self) -> None:
         """Waits for pending writes and releases the manager."""

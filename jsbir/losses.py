@@ -9,10 +9,10 @@ Conventions, shared by all functions here:
   "cosine" (1 - cosine similarity). Pairwise distances use the |a|^2 + |b|^2 - 2ab expansion
   (clipped at 0) to avoid a (Na, Nb, D) intermediate; row-paired distances use the exact difference.
 
-The BDA-SketRet reading these serve (METHODS.md section 1): `domain_adversarial_loss` (spatial
+The BDA-SketRet reading these serve (docs/methods/bda.md): `domain_adversarial_loss` (spatial
 level), `information_bottleneck_loss` (semantic level), `prototype_cross_entropy` and
 `topology_loss` (semantic projection), `cross_modal_triplet_loss`; `quantization_loss` and
-`bit_balance_loss` serve the hashing heads.
+`bit_balance_loss` serve the hashing heads (docs/methods/crossatnet.md).
 """
 
 from collections.abc import Callable

@@ -1,17 +1,16 @@
-"""The trainer every method shares: mesh -> data -> init or restore -> jitted steps -> checkpoints -> evaluation.
+"""The trainer every method shares: mesh -> data -> restore or init (one choice) -> jitted steps -> checkpoints ->
+evaluation.
 
-``train_and_evaluate(config, workdir)`` never knows which method it trains: it asks ``jsbir.models.get_method``
-for the method's ``Model``, ``loss_fn`` and ``embed``.
+``train_and_evaluate(config, workdir)`` never knows which method it trains: it reads the method's declaration
+(``jsbir.methods.get_method``): its ``Model``, ``loss_fn``, RNG streams and declared input, from which the data
+stream and the example batch that initialises the model follow.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -23,82 +22,18 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from tqdm import tqdm
 
-from jsbir import checkpoint, evaluate, sharding
+from jsbir import checkpoint, sharding
 from jsbir.data import get_dataset, pipeline
-from jsbir.models import get_method, pretrained
+from jsbir.eval.evaluator import Evaluator
+from jsbir.methods import get_method
+from jsbir.methods.api import Method
 from jsbir.state import TrainState, frozen_mask, make_optimizer
+from jsbir.weights import pretrained
+from jsbir.writers import JsonlWriter, StopSignals
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
-class JsonlWriter(metric_writers.MetricWriter):
-    """Appends scalars as JSON lines to ``workdir/metrics.jsonl`` (one object per step)."""
-
-    def __init__(self, path: str):
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
-        row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()  # a killed run keeps its log up to the last step written
-
-    def write_summaries(self, step, values, metadata=None):
-        pass
-
-    def write_images(self, step, images):
-        pass
-
-    def write_videos(self, step, videos):
-        pass
-
-    def write_audios(self, step, audios, *, sample_rate):
-        pass
-
-    def write_texts(self, step, texts):
-        pass
-
-    def write_histograms(self, step, arrays, num_buckets=None):
-        pass
-
-    def write_hparams(self, hparams):
-        pass
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class StopSignals:
-    """Turns SIGINT and SIGTERM (Ctrl-C, a scheduler's preemption) into a request the training loop honours between
-    steps, so the checkpoint it then writes is a finished step; a second signal interrupts at once.
-
-    Handlers are installed only in the main thread (Python allows no other) and restored on exit.
-    """
-
-    def __init__(self):
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        del frame
-        if self.received is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.received = signal.Signals(signum).name
-        logging.warning("%s received: stopping after this step with a checkpoint", self.received)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
@@ -111,9 +46,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     workdir = os.path.abspath(os.path.expanduser(workdir))
     parent = os.path.dirname(workdir)
     if not os.path.isdir(parent):
-        raise FileNotFoundError(
-            f"workdir parent {parent!r} does not exist; create it or choose another --workdir"
-        )
+        raise FileNotFoundError(f"workdir parent {parent!r} does not exist; create it or choose another --workdir")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
@@ -128,7 +61,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     return workdir
 
 
-def make_train_step(method: Any, model: Any, loss_config: Any, total_steps: int, frozen: Any = None):
+def make_train_step(method: Method, model: Any, loss_config: Any, total_steps: int, frozen: Any = None):
     """The jitted ``train_step(state, batch, rng) -> (state, measurements)``; the state is donated.
 
     ``frozen`` (a bool tree like the params, from ``state.frozen_mask``) stops the gradient of those parameters, so
@@ -160,36 +93,87 @@ def make_train_step(method: Any, model: Any, loss_config: Any, total_steps: int,
     return jax.jit(train_step, donate_argnums=0)
 
 
-def init_state(method: Any, model: Any, config: Any, info: Any, mesh: Any) -> TrainState:
-    """Initialises the model on a dummy batch, replicated over the mesh, with pretrained backbones if configured."""
-    size = info.image_size
-    dummy = {
-        "sketch": jnp.zeros((1, size, size, 3)),
-        "photo": jnp.zeros((1, size, size, 3)),
-        "label": jnp.zeros((1,), jnp.int32),
-    }
+class StateFactory:
+    """Builds a run's first :class:`TrainState` from exactly one source, chosen once.
 
-    def init_variables(rng):
-        return model.init({"params": rng, "sample": rng, "dropout": rng}, dummy, train=False)
+    Restore order (the first that exists wins): the workdir's own checkpoint (a resumed run; restored straight
+    into the abstract state, nothing is initialised) > ``config.init_from`` (another run's parameters, with a fresh
+    optimiser) > the pretrained backbone weights (``config.model.pretrained``, written into a fresh initialisation)
+    > a fresh initialisation.
 
-    rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-    tx = make_optimizer(config.train, jax.eval_shape(init_variables, rng)["params"])
+    Args:
+      method: the method's declaration.
+      model: its Model.
+      config: the run config.
+      example: the example batch that initialises the model.
+      mesh: the device mesh; the state is replicated over it.
+    """
 
-    def init(rng):
-        variables = dict(init_variables(rng))
+    def __init__(self, method: Method, model: Any, config: Any, example: dict[str, Any], mesh: Any):
+        self.config = config
+        self.rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+
+        def init_variables(rng):
+            return model.init(method.init_rngs(rng), example, train=False)
+
+        self.init_variables = init_variables
+        self.tx = make_optimizer(config.train, jax.eval_shape(init_variables, self.rng)["params"])
+        self.abstract = jax.eval_shape(self._create, jax.eval_shape(init_variables, self.rng))
+        self.shardings = jax.tree.map(lambda _: sharding.replicated(mesh), self.abstract)
+
+    def _create(self, variables: dict[str, Any]) -> TrainState:
+        variables = dict(variables)
         params = variables.pop("params")
-        return TrainState.create(params, variables, tx)
+        return TrainState.create(params, variables, self.tx)
 
-    abstract = jax.eval_shape(init, rng)
-    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-    state = jax.jit(init, out_shardings=shardings)(rng)
-    if config.model.get("pretrained"):
-        # Pretrained backbone weights replace the random ones here; a workdir checkpoint or config.init_from,
-        # restored by the caller, replace these in turn.
-        variables = pretrained.apply_pretrained({"params": state.params, **state.model_state}, config.model)
-        params = variables.pop("params")
-        state = jax.device_put(TrainState.create(params, variables, tx), shardings)
-    return state
+    def abstract_with_shardings(self) -> TrainState:
+        """The state's shapes, dtypes and shardings, with no arrays behind them."""
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), self.abstract, self.shardings
+        )
+
+    def source(self, ckpt: checkpoint.Checkpointer) -> str:
+        """Which source the restore order picks: "checkpoint", "init_from", "pretrained" or "scratch"."""
+        if ckpt.latest_step() is not None:
+            return "checkpoint"
+        if self.config.init_from:
+            return "init_from"
+        return "pretrained" if self.config.model.get("pretrained") else "scratch"
+
+    def build(self, source: str, ckpt: checkpoint.Checkpointer, identity: dict[str, Any]) -> TrainState:
+        """The state from ``source`` (see :meth:`source`)."""
+        abstract = self.abstract_with_shardings()
+        if source == "checkpoint":
+            return ckpt.restore(abstract)
+        if source == "init_from":
+            folder = os.path.join(self.config.init_from, checkpoint.CHECKPOINT_SUBDIR)
+            if not os.path.isdir(folder):
+                raise checkpoint.CheckpointError(f"config.init_from={self.config.init_from!r} holds no {folder}")
+            origin = checkpoint.Checkpointer(self.config.init_from, identity, self.config.model.to_dict())
+            try:
+                params, model_state = origin.restore_variables(abstract.params, abstract.model_state)
+            finally:
+                origin.close()
+            variables = {"params": params, **model_state}
+        elif source == "pretrained":
+            variables = pretrained.apply_pretrained(jax.jit(self.init_variables)(self.rng), self.config.model)
+        else:
+            scratch = jax.jit(lambda rng: self._create(self.init_variables(rng)), out_shardings=self.shardings)
+            return scratch(self.rng)
+        return jax.jit(self._create, out_shardings=self.shardings)(variables)
+
+
+def _identity(config: Any, params: Any) -> dict[str, Any]:
+    """What a checkpoint must match: the method and the exact parameter tree (names and shapes)."""
+    return {"method": config.method, "parameters": checkpoint.parameter_structure(params)}
+
+
+def _log_freezing(state: TrainState, frozen: Any, pattern: str) -> None:
+    sizes = [(p.size, f) for p, f in zip(jax.tree.leaves(state.params), jax.tree.leaves(frozen), strict=True)]
+    logging.info(
+        "config.train.freeze=%r freezes %d of %d parameters",
+        pattern, sum(n for n, f in sizes if f), sum(n for n, _ in sizes),
+    )  # fmt: skip
 
 
 def train_and_evaluate(
@@ -204,7 +188,7 @@ def train_and_evaluate(
         job or a test of resumption); the next start on the same workdir continues.
 
     Returns:
-      The final report (see ``evaluate.Evaluator.run``), or ``{"stopped_at": step}`` when ``stop_after`` ended it,
+      The final report (see ``Evaluator.run``), or ``{"stopped_at": step}`` when ``stop_after`` ended it,
       with ``"signal": "SIGTERM"`` (or SIGINT) added when a signal did; a checkpoint of that step is written first.
       On several hosts a scheduler signals every process, so all stop after the same step.
     """
@@ -214,54 +198,43 @@ def train_and_evaluate(
     sharding.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
     data = get_dataset(config.data)
     method = get_method(config.method)
+    inputs = method.inputs(config)
     model = method.Model.from_config(config.model, data.info)
-    state = init_state(method, model, config, data.info, mesh)
+    sketches, photos = data.training_pairs()
+    example = pipeline.example_batch(inputs.sampler, inputs.preprocess, sketches.image.shape[1:])
 
-    identity = {
-        "method": config.method,
-        "backbone": config.model.backbone,
-        "embed_dim": config.model.embed_dim,
-        "num_classes": data.info.num_classes,
-    }
-    ckpt = checkpoint.Checkpointer(workdir, identity, keep=config.train.keep_checkpoints)
-    # Restore order: workdir checkpoint > config.init_from > pretrained backbone (init_state) > scratch.
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        logging.info("Resumed from %s at step %d", ckpt.directory, int(state.step))
-    elif config.init_from:
-        source = checkpoint.Checkpointer(config.init_from, identity)
-        state = source.restore_params(state)
-        logging.info("Initialised parameters from %s", config.init_from)
+    factory = StateFactory(method, model, config, example, mesh)
+    identity = _identity(config, factory.abstract.params)
+    model_config = config.model.to_dict()
+    ckpt = checkpoint.Checkpointer(workdir, identity, model_config, keep=config.train.keep_checkpoints)
+    source = factory.source(ckpt)
+    state = factory.build(source, ckpt, identity)
     start = int(jax.device_get(state.step))
+    logging.info("Started from %s at step %d", {"checkpoint": ckpt.directory}.get(source, source), start)
     total = config.train.steps
 
     is_main = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
     if is_main:
-        writer = metric_writers.MultiWriter(
-            [writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
-        )
+        writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
     if start == 0:
         logging.info("%s", parameter_overview.get_parameter_overview(state.params))
 
-    evaluator = evaluate.Evaluator(method, model, data, config, mesh)
+    evaluator = Evaluator(method, model, data, config, mesh)
     untrained = None
     if start == 0 and config.eval.eval_untrained:
         untrained = evaluator.run(state, workdir, tag="untrained", write=False)
 
     frozen = frozen_mask(state.params, config.train.get("freeze", ""))
     if frozen is not None:
-        sizes = [(p.size, f) for p, f in zip(jax.tree.leaves(state.params), jax.tree.leaves(frozen), strict=True)]
-        logging.info(
-            "config.train.freeze=%r freezes %d of %d parameters",
-            config.train.freeze, sum(n for n, f in sizes if f), sum(n for n, _ in sizes),
-        )  # fmt: skip
+        _log_freezing(state, frozen, config.train.freeze)
     train_step = make_train_step(method, model, config.loss, total, frozen)
     train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-    sketches, photos = data.training_pairs()
     batches = pipeline.train_batches(
         sketches,
         photos,
+        sampler=inputs.sampler,
+        preprocessing=inputs.preprocess,
         global_batch=config.train.batch_size,
         seed=config.seed,
         start_step=start,
@@ -274,10 +247,11 @@ def train_and_evaluate(
     train_start = time.perf_counter()
     step = start
     with StopSignals() as stop, tqdm(total=total, initial=start, desc="train", disable=not is_main) as bar:
-        for step in range(start + 1, end + 1):
-            batch = sharding.to_global(next(batches), mesh)
-            state, measurements = train_step(state, batch, train_rng)
-            loss = float(measurements["loss"])
+
+        def check(step: int, measurements: dict[str, jax.Array]) -> None:
+            """Stops on a non-finite loss and logs; called one step late so the device never waits for it."""
+            host = jax.device_get(measurements)
+            loss = float(host["loss"])
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint "
@@ -285,17 +259,29 @@ def train_and_evaluate(
                     "or check the inputs."
                 )
             if step % config.train.log_every == 0 or step == end:
-                writer.write_scalars(step, jax.device_get(measurements))
+                writer.write_scalars(step, host)
                 bar.set_postfix(loss=f"{loss:.4f}")
+
+        pending = None  # the last step's measurements, not yet read back
+        for step in range(start + 1, end + 1):
+            batch = sharding.to_global(next(batches), mesh)
+            state, measurements = train_step(state, batch, train_rng)
+            if pending is not None:
+                check(*pending)
+            pending = (step, measurements)
             for hook in hooks:
                 hook(step)
             bar.update(1)
             if step % config.train.checkpoint_every == 0:
+                check(*pending)  # never save a state whose loss was not finite
+                pending = None
                 ckpt.save(state)
             if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
                 evaluator.run(state, workdir, tag=f"step{step}", writer=writer)
             if stop.received:
                 break
+        if pending is not None:
+            check(*pending)
     train_seconds = time.perf_counter() - train_start
     ckpt.save(state)
     if step < total:
@@ -306,7 +292,7 @@ def train_and_evaluate(
             stopped["signal"] = stop.received
         return stopped
 
-    extra = {"timings": {"train_s": train_seconds, "train_steps_this_run": end - start}}
+    extra = {"timings": {"train_s": train_seconds, "train_steps_this_run": end - start}, "started_from": source}
     if untrained is not None:
         extra["untrained"] = untrained["metrics"]
     report = evaluator.run(state, workdir, tag="final", writer=writer, extra=extra)

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsbir.models import conv
-from jsbir.models.backbones import get_backbone
-from jsbir.models.conv import DepthwiseConv, PointwiseConv, depthwise_conv, pointwise_conv
-from jsbir.models.efficientnet import EfficientNetLite0, block_specs
+from jsbir.nn import conv
+from jsbir.nn.backbones import get_backbone
+from jsbir.nn.conv import DepthwiseConv, PointwiseConv, depthwise_conv, pointwise_conv
+from jsbir.nn.efficientnet import EfficientNetLite0, block_specs
 
 
 def _assert_close(actual, expected, rtol=1e-5):

@@ -16,8 +16,10 @@ import scipy.io
 from PIL import Image
 
 from configs import common
-from jsbir.data import PHOTO, SKETCH, get_dataset
+from jsbir.data import get_dataset
 from jsbir.data.builders import manual, qmul, quickdraw_raw
+from jsbir.data.types import PHOTO, SKETCH
+from jsbir.eval.protocols import get_protocol
 
 SIZE = 32
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -50,6 +52,11 @@ def _sketchy_tree(root: Path, sketch_dir: str, photo_dir: str, classes=("bat", "
             for k in (1, 2):
                 _image(root / sketch_dir / name / f"{stem}-{k}.png", _colour(c, i, SKETCH))
         _image(root / sketch_dir / name / "n99999999_0-1.png", _colour(c, 7, SKETCH))
+
+
+def _evaluation_sets(data, protocol="zero_shot"):
+    sets = get_protocol(protocol).sets(data)
+    return sets.queries, sets.gallery
 
 
 def _all(data):
@@ -95,7 +102,7 @@ def test_sketchy_layouts(tmp_path, sketch_dir, photo_dir):
     assert (sketches[..., 2] == 220).all() and len(sketches) == 3 * 7
     _check_pairs(data, classes=3, photos=3)
     # The unseen class lies entirely in test: 3 photos and 7 sketches.
-    queries, gallery = data.evaluation_sets()
+    queries, gallery = _evaluation_sets(data)
     assert len(queries) == 7 and len(gallery) == 3 and set(queries.label) == {1}
 
 
@@ -121,7 +128,7 @@ def test_folder_division_is_seeded_by_group_and_keeps_unseen_whole(tmp_path):
         assert (data.test_photos.label == c).sum() == 1 and (data.train_photos.label == c).sum() == 4
         lone = data.test_sketches.instance_id < 0
         assert (data.test_sketches.label[~lone] == c).sum() == 2 and not (data.test_sketches.label[lone] == c).any()
-    queries, gallery = data.evaluation_sets()  # generalized: seen-class test photos join the gallery
+    queries, gallery = _evaluation_sets(data)  # generalized: seen-class test photos join the gallery
     assert set(gallery.label) == set(range(5)) and set(queries.label) == set(data.info.unseen)
     again = get_dataset(config)
     np.testing.assert_array_equal(again.test_photos.instance_id, data.test_photos.instance_id)
@@ -208,7 +215,7 @@ def test_qmul_v1_pairs_by_index(tmp_path):
         np.testing.assert_array_equal(photos.instance_id[order_p], sketches.instance_id[order_s])
         # sketch i and edge map i: values i and 100 + i (+ 50 in test), grey replicated to RGB
         np.testing.assert_array_equal(photos.image[order_p, 3, 3, 1] - sketches.image[order_s, 3, 3, 2], 100)
-    queries, gallery = data.evaluation_sets()
+    queries, gallery = _evaluation_sets(data, "fine_grained")
     assert len(queries) == len(gallery) == 3
 
 
@@ -375,7 +382,7 @@ def test_sketchy_mini_eccv21(tmp_path):
     info = data.info
     assert info.num_classes == 125 and len(info.unseen) == 21 and info.split == "eccv21"
     assert info.semantics.shape == (125, 50)
-    queries, gallery = data.evaluation_sets()
+    queries, gallery = _evaluation_sets(data)
     assert len(queries) == 525 and len(gallery) == 525
     assert {info.class_names[i] for i in info.unseen} >= {"bat", "cabin", "windmill"}
 
@@ -387,5 +394,5 @@ def test_qmul_shoes_v1(tmp_path):
     data = get_dataset(_config(tmp_path, "qmul_v1", SHARED / "qmul_shoes_v1"))
     assert len(data.train_sketches) == len(data.train_photos) == 304
     assert len(data.test_sketches) == len(data.test_photos) == 115
-    queries, gallery = data.evaluation_sets()
+    queries, gallery = _evaluation_sets(data, "fine_grained")
     assert sorted(queries.instance_id.tolist()) == sorted(gallery.instance_id.tolist()) == list(range(304, 419))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsbir.models.gcn import GCN, GraphConv, gcn_normalise, padded_graph, real_nodes
+from jsbir.nn.gcn import GCN, GraphConv, gcn_normalise, padded_graph, real_nodes
 
 # Five real nodes: edges 0-1, 1-2, 2-3, 0-2; node 4 isolated; a stray self loop on 3 to ignore.
 EDGES = [(0, 1), (1, 2), (2, 3), (0, 2)]

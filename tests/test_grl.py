@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsbir.models.grl import GradientReversal, gradient_reversal, grl_lambda
+from jsbir.nn.grl import GradientReversal, gradient_reversal, grl_lambda
 
 
 def test_forward_is_identity():

@@ -246,6 +246,8 @@ def test_accuracy_at_k_with_ties():
     assert metrics.fine_grained_metrics(scores, targets, ks=(1, 3)) == {
         "acc@1": 0.0,
         "acc@3": pytest.approx(2 / 3),
+        "rank[mean]": 3.0,  # 1-based ranks 3, 2 and 4
+        "rank[median]": 3.0,
     }
     # The target's rank equals its position in rank() on tie-heavy random data.
     random_scores, _ = random_case(5)
@@ -325,11 +327,11 @@ def test_procrustes_update_beats_random_rotations():
     rng = np.random.default_rng(1)
     v = rng.standard_normal((200, 8))
     b = np.sign(rng.standard_normal((200, 8)))
-    best = np.sum((b - v @ metrics._rotation_update(b, v, "procrustes")) ** 2)
+    best = np.sum((b - v @ metrics.hashing._rotation_update(b, v, "procrustes")) ** 2)
     for _ in range(100):
         q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
         assert best <= np.sum((b - v @ q) ** 2) + 1e-9
-    assert best < np.sum((b - v @ metrics._rotation_update(b, v, "sempcyc")) ** 2)
+    assert best < np.sum((b - v @ metrics.hashing._rotation_update(b, v, "sempcyc")) ** 2)
 
 
 def test_itq_rejects_bad_arguments():
@@ -342,8 +344,8 @@ def test_itq_rejects_bad_arguments():
 @pytest.mark.parametrize("bits", [1, 7, 8, 37, 64, 100])
 @pytest.mark.parametrize("bitwise_count", [True, False])
 def test_hamming_matches_dot_product_and_brute_force(bits, bitwise_count, monkeypatch):
-    monkeypatch.setattr(metrics, "_HAS_BITWISE_COUNT", bitwise_count and metrics._HAS_BITWISE_COUNT)
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMS", 50)  # several chunks
+    monkeypatch.setattr(metrics.hashing, "_HAS_BITWISE_COUNT", bitwise_count and metrics.hashing._HAS_BITWISE_COUNT)
+    monkeypatch.setattr(metrics.ranking, "_CHUNK_ELEMS", 50)  # several chunks
     rng = np.random.default_rng(bits)
     a = np.where(rng.random((9, bits)) > 0.5, 1, -1).astype(np.int8)
     b = np.where(rng.random((11, bits)) > 0.5, 1, -1).astype(np.int8)
@@ -403,7 +405,7 @@ def test_retrieval_metrics_keys_and_values(monkeypatch):
         assert got[key] == pytest.approx(value, rel=1e-12), key
     assert got["map@all[exact]"] > got["map@all[chance]"] * 0.5  # sanity: a real number
     # Processing the queries one at a time changes nothing.
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMS", 1)
+    monkeypatch.setattr(metrics.ranking, "_CHUNK_ELEMS", 1)
     assert metrics.retrieval_metrics(scores, query_labels, gallery_labels, ks=(10, 100)) == got
     # Every reported key has a description.
     for key in [*got, "acc@1"]:

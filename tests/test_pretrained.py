@@ -22,8 +22,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jsbir.models import efficientnet, pretrained, resnet, vgg
-from jsbir.models.torch_pickle import UnsafePickleError, read_torch_state_dict
+from jsbir.nn import efficientnet, resnet, vgg
+from jsbir.weights import keras_ports, pretrained
+from jsbir.weights.efficientnet import efficientnet_lite0_weights_path, load_efficientnet_lite0
+from jsbir.weights.torch_pickle import UnsafePickleError, read_torch_state_dict
 
 # Keras 3.15's h5 writer calls np.array on TensorFlow variables, which numpy 2 flags; Keras's, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
@@ -198,23 +200,23 @@ needs_lite0 = pytest.mark.skipif(not HAVE_LITE0, reason="efficientnet-lite0-pyto
 
 @needs_lite0
 def test_efficientnet_port_rejects_wrong_shapes_and_unknown_tensors(tmp_path):
-    state = read_torch_state_dict(pretrained.efficientnet_lite0_weights_path())
+    state = read_torch_state_dict(efficientnet_lite0_weights_path())
     assert len(state) == 296
     bad = dict(state)
     bad["_blocks.3._project_conv.weight"] = bad["_blocks.3._project_conv.weight"][:-1]
     write_legacy(tmp_path / "bad.pth", *_tensors(bad))
     with pytest.raises(ValueError, match=r"blocks_3/project_conv/kernel: file \(1, 1, 144, 39\) vs model"):
-        pretrained.load_efficientnet_lite0(tmp_path / "bad.pth")
+        load_efficientnet_lite0(tmp_path / "bad.pth")
 
     extra = {**state, "_blocks.3._se_reduce.weight": np.zeros((4, 144, 1, 1), np.float32)}
     write_legacy(tmp_path / "extra.pth", *_tensors(extra))
     with pytest.raises(ValueError, match=r"_blocks\.3\._se_reduce\.weight"):
-        pretrained.load_efficientnet_lite0(tmp_path / "extra.pth")
+        load_efficientnet_lite0(tmp_path / "extra.pth")
 
     missing = {k: v for k, v in state.items() if not k.startswith("_bn1.")}
     write_legacy(tmp_path / "missing.pth", *_tensors(missing))
     with pytest.raises(ValueError, match=r"lacks 4 model weights .*head_bn"):
-        pretrained.load_efficientnet_lite0(tmp_path / "missing.pth")
+        load_efficientnet_lite0(tmp_path / "missing.pth")
 
 
 @needs_lite0
@@ -233,7 +235,7 @@ def test_efficientnet_port_classifies_real_photos():
     step = len(paths) // 24
     paths, labels = paths[::step][:24], labels[::step][:24]
 
-    result = bench.evaluate(pretrained.load_efficientnet_lite0(), paths, labels, size=224, batch=24)
+    result = bench.evaluate(load_efficientnet_lite0(), paths, labels, size=224, batch=24)
 
     assert result["top1"] >= 0.5 and result["top5"] >= 0.7, result
 
@@ -264,7 +266,7 @@ def test_apply_pretrained_replaces_every_backbone(shared):
     )
     expected = pretrained.backbone_variables_shape(efficientnet.EfficientNetLite0())
     variables = _fake_model_variables(expected, shared)
-    ported = pretrained.load_efficientnet_lite0()
+    ported = load_efficientnet_lite0()
 
     out = pretrained.apply_pretrained(variables, config)
 
@@ -330,7 +332,7 @@ def test_vgg16_port_equals_keras(keras_vgg16, tmp_path):
             for n, w in zip(names, layer.get_weights(), strict=True):
                 group[n] = w
     for file in (path, legacy, keras1):
-        out = vgg.VGG16().apply(vgg.load_keras_vgg16(file), jnp.asarray(x))
+        out = vgg.VGG16().apply(keras_ports.load_keras_vgg16(file), jnp.asarray(x))
         np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
 
 
@@ -363,7 +365,7 @@ def test_resnet50_port_equals_keras(keras, tmp_path):
 
     apply = jax.jit(resnet.ResNet50().apply)
     for file in (path, keras2):
-        out = apply(resnet.load_keras_resnet50(file), jnp.asarray(x))
+        out = apply(keras_ports.load_keras_resnet50(file), jnp.asarray(x))
         assert out.shape == reference.shape == (2, 2, 2, 2048)
         np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
 
@@ -373,4 +375,4 @@ def test_keras_port_names_the_missing_layer(keras, tmp_path):
     path = tmp_path / "resnet_from_vgg.weights.h5"
     model.save_weights(path)
     with pytest.raises(KeyError, match="no layer 'conv1_conv'"):
-        resnet.load_keras_resnet50(path)
+        keras_ports.load_keras_resnet50(path)

@@ -111,7 +111,7 @@ def test_trainer_leaves_frozen_backbones_bit_identical(tmp_path):
     from configs import bda
     from jsbir import sharding, train
     from jsbir.data import get_dataset, pipeline
-    from jsbir.models import get_method
+    from jsbir.methods import get_method
 
     config = bda.get_config("runlocal")
     config.data.data_dir = str(tmp_path / "tfds")
@@ -120,11 +120,13 @@ def test_trainer_leaves_frozen_backbones_bit_identical(tmp_path):
     method = get_method(config.method)
     model = method.Model.from_config(config.model, data.info)
     mesh = sharding.make_mesh()
-    state = train.init_state(method, model, config, data.info, mesh)
+    sketches, photos = data.training_pairs()
+    example = pipeline.example_batch("class_pairs", "rgb", sketches.image.shape[1:])
+    state = train.StateFactory(method, model, config, example, mesh).build("scratch", None, {})
     before = jax.tree.map(np.array, state.params)  # host copies: the step donates the state's buffers
     frozen = frozen_mask(state.params, config.train.freeze)
     step = train.make_train_step(method, model, config.loss, config.train.steps, frozen)
-    batches = pipeline.train_batches(*data.training_pairs(), global_batch=config.train.batch_size, seed=0)
+    batches = pipeline.train_batches(sketches, photos, global_batch=config.train.batch_size, seed=0)
     for _ in range(3):
         state, measurements = step(state, sharding.to_global(next(batches), mesh), jax.random.key(0))
     assert float(measurements["grad_norm"]) > 0

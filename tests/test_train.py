@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,7 +85,7 @@ def test_corrupt_checkpoint_is_named_and_left_in_place(tiny_run, tmp_path):
     workdir = tmp_path / "run"
     train.train_and_evaluate(config, str(workdir), stop_after=10)
     damaged = 0
-    for root, _, files in os.walk(workdir / "checkpoints" / "10" / "state"):
+    for root, _, files in os.walk(workdir / "checkpoints" / "10" / "model"):
         for name in files:
             path = os.path.join(root, name)
             with open(path, "r+b") as f:
@@ -129,13 +130,15 @@ def test_batch_size_must_split_over_devices(tmp_path):
 
 def test_unseen_classes_never_reach_training(tiny_run):
     from jsbir.data import get_dataset
+    from jsbir.eval.protocols import get_protocol
 
     _, config, _ = tiny_run
     data = get_dataset(config.data)
     sketches, photos = data.training_pairs()
     assert not np.isin(sketches.label, data.info.unseen).any()
     assert not np.isin(photos.label, data.info.unseen).any()
-    queries, gallery = data.evaluation_sets()
+    sets = get_protocol("zero_shot").sets(data)
+    queries, gallery = sets.queries, sets.gallery
     assert set(np.unique(queries.label)) == set(data.info.unseen) == set(np.unique(gallery.label))
 
 
@@ -162,3 +165,38 @@ def test_sigterm_checkpoints_the_last_finished_step_and_exits_143(tmp_path):
     assert 13 <= logged[-1] < 100
     assert checkpoint.Checkpointer(str(workdir), {}).latest_step() == logged[-1]
     assert f"stopped by SIGTERM at step {logged[-1]}" in output
+
+
+def test_init_from_takes_parameters_only_and_the_start_is_chosen_once(tiny_run, tmp_path):
+    from jsbir import sharding
+    from jsbir.data import get_dataset, pipeline
+    from jsbir.methods import get_method
+
+    tmp, config, _ = tiny_run
+    other = config.copy_and_resolve_references()
+    with other.unlocked():
+        other.init_from = str(tmp / "run")
+        other.train.optimizer = "sgd"  # another optimiser state: only the parameters can come across
+        other.train.freeze = "sketch_net/"
+    data = get_dataset(other.data)
+    method = get_method("bda")
+    model = method.Model.from_config(other.model, data.info)
+    sketches, _ = data.training_pairs()
+    example = pipeline.example_batch("class_pairs", "rgb", sketches.image.shape[1:])
+    factory = train.StateFactory(method, model, other, example, sharding.make_mesh())
+    identity = train._identity(other, factory.abstract.params)
+    fresh = checkpoint.Checkpointer(str(tmp_path / "new"), identity)
+    assert factory.source(fresh) == "init_from"
+    state = factory.build("init_from", fresh, identity)
+    assert int(state.step) == 0
+    saved, _ = checkpoint.Checkpointer(str(tmp / "run"), {}).restore_variables(
+        factory.abstract.params, factory.abstract.model_state
+    )
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(saved), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A workdir's own checkpoint wins over init_from.
+    assert factory.source(checkpoint.Checkpointer(str(tmp / "run"), identity)) == "checkpoint"
+    with other.unlocked():
+        other.init_from = str(tmp_path / "nothing")
+    with pytest.raises(checkpoint.CheckpointError, match=r"init_from=.*nothing.* holds no"):
+        train.StateFactory(method, model, other, example, sharding.make_mesh()).build("init_from", fresh, identity)

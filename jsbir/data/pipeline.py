@@ -1,52 +1,46 @@
-"""tf.data streams: class-matched sketch/photo training pairs and padded evaluation batches.
+"""tf.data streams: training examples assembled by a sampler, and padded evaluation batches of test-time views.
 
 Training stream. The sketches of the training classes are visited epoch by epoch, each epoch in a fresh
-permutation drawn from ``(seed, epoch)`` (shuffle before repeat); the sketch at global position ``g`` is paired
-with a photo of the same class drawn from ``(seed, g)``. Because the stream is a pure function of the position, a
-run restarted at step ``s`` starts at position ``s * global_batch`` and sees exactly the batches an uninterrupted
-run would have seen. Each process keeps its own rows ``[p * b, (p + 1) * b)`` of every global batch, where
-``b = global_batch // process_count``.
+permutation drawn from ``(seed, epoch)`` (shuffle before repeat); for the sketch at global position ``g`` the
+sampler (:mod:`jsbir.data.samplers`) picks its photos with randomness drawn from ``(seed, g)``, and the
+preprocessor (:mod:`jsbir.data.preprocess`) augments each image with its own seed derived from the same key.
+Because the stream is a pure function of the position, a run restarted at step ``s`` starts at position
+``s * global_batch`` and sees exactly the batches an uninterrupted run would have seen. Each process keeps its own
+rows ``[p * b, (p + 1) * b)`` of every global batch, where ``b = global_batch // process_count``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from jsbir.data import preprocess
+from jsbir.data import preprocess, samplers
+from jsbir.data.types import Images
 
 _EPOCHS = 1 << 40  # an endless stream; steps, not epochs, end training
 
 
-@dataclasses.dataclass(frozen=True)
-class Images:
-    """A set of images in memory with their labels.
+def example_batch(sampler: str, preprocessing: str, stored_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """A one-row batch of zeros with the keys, shapes and dtypes of the training stream (to initialise a model).
 
-    Attributes:
-      image: (N, H, W, 3) uint8.
-      label: (N,) int32 class index into ``DatasetInfo.class_names``.
-      instance_id: (N,) int64; a sketch and the photo it was drawn from share it (-1 when unknown).
+    Args:
+      sampler: a name in ``samplers.SAMPLERS``.
+      preprocessing: a name in ``preprocess.PREPROCESSORS``.
+      stored_shape: the shape of one stored example (``Images.image.shape[1:]``).
     """
-
-    image: np.ndarray
-    label: np.ndarray
-    instance_id: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def select(self, keep: np.ndarray) -> Images:
-        """The subset where ``keep`` (bool mask or index array) holds."""
-        return Images(self.image[keep], self.label[keep], self.instance_id[keep])
+    shape = preprocess.get_preprocessor(preprocessing).output_shape(tuple(stored_shape))
+    batch = {key: np.zeros((1, *shape), np.float32) for key in samplers.get_sampler(sampler).keys if key != "label"}
+    return {**batch, "label": np.zeros((1,), np.int32)}
 
 
 def train_batches(
     sketches: Images,
     photos: Images,
     *,
+    sampler: str = "class_pairs",
+    preprocessing: str = "rgb",
     global_batch: int,
     seed: int,
     start_step: int = 0,
@@ -54,39 +48,36 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless host-local batches ``{"sketch", "photo", "label"}`` of class-matched pairs.
+    """Endless host-local training batches: ``"sketch"``, the sampler's photo keys, and ``"label"``.
 
     Args:
       sketches: the training sketches.
-      photos: the training photos; every class of ``sketches`` must have at least one.
+      photos: the training photos the sampler draws from.
+      sampler: a name in ``samplers.SAMPLERS``.
+      preprocessing: a name in ``preprocess.PREPROCESSORS``.
       global_batch: rows per step across all processes; each process yields ``global_batch //
         process_count`` of them.
       seed: the stream's seed.
       start_step: the first step to produce (a resumed run passes its restored step).
-      augment: whether to flip and translate.
+      augment: whether to augment.
       process_index: this process.
       process_count: the number of processes.
 
     Returns:
-      An iterator of numpy dicts: "sketch" and "photo" float32 (b, H, W, 3) in [-1, 1], "label" int32 (b,).
+      An iterator of numpy dicts of preprocessed float32 inputs (b, ...) and "label" int32 (b,).
     """
     if global_batch % process_count:
         raise ValueError(f"batch size {global_batch} does not split over {process_count} processes")
+    chosen = samplers.get_sampler(sampler)
+    samplers.check_stored(chosen, sketches, "training sketches")
+    samplers.check_stored(chosen, photos, "training photos")
+    prep = preprocess.get_preprocessor(preprocessing)
     local = global_batch // process_count
-    order = np.argsort(photos.label, kind="stable")
-    counts = np.bincount(
-        photos.label, minlength=int(max(sketches.label.max(), photos.label.max())) + 1
-    )
-    missing = sorted(set(np.unique(sketches.label)) - set(np.flatnonzero(counts)))
-    if missing:
-        raise ValueError(f"training classes {missing} have sketches but no photos")
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pick = chosen.build(sketches, photos)
 
-    sketch_images = tf.constant(sketches.image)
+    sketch_items = tf.constant(sketches.image)
     sketch_labels = tf.constant(sketches.label.astype(np.int32))
-    photo_images = tf.constant(photos.image[order])
-    photo_offsets = tf.constant(offsets.astype(np.int64))
-    photo_counts = tf.constant(counts.astype(np.int64))
+    photo_items = tf.constant(photos.image)
     n = len(sketches)
     start = start_step * global_batch
 
@@ -97,18 +88,12 @@ def train_batches(
         return tf.data.Dataset.from_tensor_slices((perm, e * n + tf.range(n, dtype=tf.int64)))
 
     def load(index, position):
-        label = sketch_labels[index]
         key = tf.stack([tf.cast(seed, tf.int64), position])
-        u = tf.random.stateless_uniform([], seed=key, maxval=photo_counts[label], dtype=tf.int64)
-        sketch, photo = sketch_images[index], photo_images[photo_offsets[label] + u]
-        if augment:
-            sketch = preprocess.augment(sketch, key + tf.constant([1, 0], tf.int64))
-            photo = preprocess.augment(photo, key + tf.constant([2, 0], tf.int64))
-        return {
-            "sketch": preprocess.to_float(sketch),
-            "photo": preprocess.to_float(photo),
-            "label": label,
-        }
+        example = {"sketch": prep.train(sketch_items[index], key + tf.constant([1, 0], tf.int64), augment)}
+        for i, (name, row) in enumerate(pick(index, key).items()):
+            example[name] = prep.train(photo_items[row], key + tf.constant([2 + i, 0], tf.int64), augment)
+        example["label"] = sketch_labels[index]
+        return example
 
     ds = tf.data.Dataset.range(start // n, _EPOCHS).flat_map(epoch).skip(start % n)
     # Keep this process's rows of each global batch before any decoding work is done.
@@ -125,19 +110,26 @@ def train_batches(
 
 
 def eval_batches(
-    images: Images, batch_size: int, process_index: int = 0, process_count: int = 1
-) -> Iterator[dict[str, np.ndarray]]:
+    images: Images,
+    batch_size: int,
+    preprocessing: str = "rgb",
+    num_views: int = 1,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray | list[np.ndarray]]]:
     """Host-local batches over ``images`` in order, the last one padded; ``mask`` marks real rows.
 
     Every process yields the same number of batches; process ``p`` holds rows ``[p * b, (p + 1) * b)`` of each
     global batch of ``batch_size``.
 
     Returns:
-      An iterator of numpy dicts: "image" float32 (b, H, W, 3), "mask" bool (b,).
+      An iterator of dicts: "views", a list of ``num_views`` float32 (b, ...) input batches (the first is the
+      plain view), and "mask" bool (b,).
     """
+    prep = preprocess.get_preprocessor(preprocessing)
     local = batch_size // process_count
     for begin in range(0, len(images), batch_size):
         rows = np.arange(begin + process_index * local, begin + (process_index + 1) * local)
         mask = rows < len(images)
         chunk = images.image[np.minimum(rows, len(images) - 1)]
-        yield {"image": preprocess.to_float(chunk).numpy(), "mask": mask}
+        yield {"views": preprocess.view_batches(prep, chunk, num_views), "mask": mask}

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from jsbir.data import DatasetInfo, SbirData, load_split, semantics, split_modalities, splits, tfds_data_dir
+from jsbir.data import semantics, splits
 from jsbir.data.builders import manual, qmul, quickdraw, quickdraw_raw, sketchy, tuberlin
+from jsbir.data.records import load_split, tfds_data_dir
+from jsbir.data.types import DatasetInfo, SbirData, split_modalities
 
 # name -> (builder class, default split; "" means random 20% of the classes)
 _ZERO_SHOT: dict[str, tuple[type[manual.ManualSbirBuilder], str]] = {

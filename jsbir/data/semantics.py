@@ -15,7 +15,7 @@ Word vectors (chosen by ``config.data.semantics`` through :data:`SEMANTICS`):
 The synthetic set keeps its own shape-program vectors and ignores these.
 
 Graphs: plain numpy, no framework: the graphs are built once on the host and handed to
-`jsbir.models.gcn.padded_graph`. Graphs here carry no self loops; the graph convolution adds them
+`jsbir.nn.gcn.padded_graph`. Graphs here carry no self loops; the graph convolution adds them
 (D^-1/2 (A + I) D^-1/2). Every builder is deterministic: ties between equal distances are broken by the smaller
 class index, so the same vectors always give the same graph whatever the sort implementation.
 """

@@ -36,8 +36,9 @@ from absl import logging
 from etils import epath
 from PIL import Image
 
+from jsbir.data.types import PHOTO, SKETCH
+
 MODALITIES = ("photo", "sketch")  # the ids of the synthetic builder: photo=0, sketch=1
-PHOTO, SKETCH = 0, 1
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DATA_VERSION = "1.0.0"
 _DECODE_CHUNK = 256  # images decoded ahead of the writer, in a thread pool (PIL releases the GIL)

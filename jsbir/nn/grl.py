@@ -1,6 +1,6 @@
 """Gradient reversal: identity forward, -lambda times the upstream gradient backward.
 
-Used by the spatial (feature-map) domain alignment of BDA-SketRet (METHODS.md section 1): the domain
+Used by the spatial (feature-map) domain alignment of BDA-SketRet (docs/methods/bda.md): the domain
 discriminator sits behind a gradient-reversal layer, so one minimisation trains the discriminator to
 tell sketches from photos while the backbone receives the reversed gradient and learns features that
 confuse it. No second optimiser.

@@ -1,29 +1,25 @@
-"""ResNet-50 v1 (He et al., 2016) trunk, loadable from a Keras ``keras.applications.ResNet50`` file.
+"""ResNet-50 v1 (He et al., 2016) trunk, with the layer names of ``keras.applications.ResNet50``.
 
 The layout is Keras's (the stride sits on the first 1x1 convolution of a block, every convolution has a bias,
 BatchNorm epsilon 1.001e-5), and the parameters carry the Keras layer names (``conv1_conv``, ``conv1_bn``,
 ``conv2_block1_0_conv`` ... ``conv5_block3_3_bn``), so the port is a rename-free copy. BatchNorm is frozen: it always
 normalises with the running averages, in training too, as for the other pretrained backbones (SBIR batches are too
 small and too unlike ImageNet to re-estimate them, and the trainer keeps ``batch_stats`` fixed). Images arrive in
-[-1, 1] RGB and are converted inside to the Keras "caffe" input (see ``keras_h5.caffe_preprocess``).
+[-1, 1] RGB and are converted inside to the Keras "caffe" input (see ``jsbir.nn.imagenet``).
 """
 
 from __future__ import annotations
-
-import os
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jsbir.models import conv, keras_h5, pretrained
+from jsbir.nn import conv
+from jsbir.nn.imagenet import caffe_preprocess
 
 # (stage name, bottleneck width, blocks, stride of the first block).
 RESNET50_STAGES = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
 BN_EPSILON = 1.001e-5
-_BN_NAMES = ("scale", "bias", "mean", "var")
-_KERAS_BN = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
 class ResNet50(nn.Module):
@@ -55,7 +51,7 @@ class ResNet50(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # BatchNorm is frozen; see the module docstring
-        x = keras_h5.caffe_preprocess(x.astype(jnp.float32))
+        x = caffe_preprocess(x.astype(jnp.float32))
         x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
         x = nn.Conv(64, (7, 7), strides=(2, 2), padding="VALID", name="conv1_conv")(x)
         x = nn.relu(self._bn(x, "conv1_bn"))
@@ -67,43 +63,3 @@ class ResNet50(nn.Module):
                 x = self._block(x, width, stride if i == 1 else 1, i == 1, f"{stage}_block{i}")
         return x
 
-
-def _layer_names() -> list[tuple[str, str]]:
-    """(Keras layer name, kind) of every layer with weights, kind "conv" or "bn"."""
-    names = [("conv1_conv", "conv"), ("conv1_bn", "bn")]
-    for stage, _, blocks, _ in RESNET50_STAGES:
-        for i in range(1, blocks + 1):
-            for j in (0, 1, 2, 3) if i == 1 else (1, 2, 3):
-                names += [(f"{stage}_block{i}_{j}_conv", "conv"), (f"{stage}_block{i}_{j}_bn", "bn")]
-    return names
-
-
-def load_keras_resnet50(path: str | os.PathLike) -> dict[str, Any]:
-    """Ports a Keras ResNet50 weights file (with or without its top) to :class:`ResNet50` variables.
-
-    Args:
-      path: a ``.h5`` or ``.weights.h5`` file written by Keras (see ``keras_h5``); the classifier, if any, is
-        ignored.
-
-    Returns:
-      ``{"params": ..., "batch_stats": ...}``: BatchNorm gamma/beta -> scale/bias, moving mean/variance ->
-      batch_stats mean/var.
-
-    Raises:
-      KeyError, ValueError: a layer is missing or has the wrong shape (the message names it).
-    """
-    path = os.fspath(path)
-    weights = keras_h5.read_keras_weights(path)
-    params, stats = {}, {}
-    for name, kind in _layer_names():
-        if kind == "conv":
-            params[name] = keras_h5.take(weights, name, ("kernel", "bias"), path)
-        else:
-            bn = keras_h5.take(weights, name, _KERAS_BN, path)
-            bn = dict(zip(_BN_NAMES, bn.values(), strict=True))
-            params[name] = {"scale": bn["scale"], "bias": bn["bias"]}
-            stats[name] = {"mean": bn["mean"], "var": bn["var"]}
-    variables = {"params": params, "batch_stats": stats}
-    expected = jax.eval_shape(ResNet50().init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    pretrained.check_shapes(expected, variables, path, "ResNet50")
-    return variables

@@ -1,5 +1,7 @@
 """BDA-SketRet: bi-level domain adaptation for zero-shot SBIR (Chaudhuri et al., Neurocomputing 2022).
 
+docs/methods/bda.md says which parts follow the paper and which are our reading.
+
 What follows the paper's abstract: a CNN per modality; spatial-level alignment of the feature maps by a domain
 discriminator trained adversarially with cross-entropy; semantic-level alignment of the pooled features with a
 symmetric information-bottleneck loss; a topology-preserving projection of the class semantics into the shared
@@ -29,8 +31,8 @@ import jraph
 import numpy as np
 
 from jsbir import losses
-from jsbir.data import semantics
-from jsbir.models import backbones, gcn, grl
+from jsbir.methods import api
+from jsbir.nn import backbones, gcn, grl
 
 
 class GaussianHead(nn.Module):
@@ -89,14 +91,11 @@ class Model(nn.Module):
     @classmethod
     def from_config(cls, config: Any, info: Any) -> Model:
         """Builds the model from ``config.model`` and the dataset's ``DatasetInfo``."""
-        adjacency = semantics.class_graph(info.semantics, kind=config.graph, k=config.graph_k)
-        seen = np.zeros(info.num_classes, bool)
-        seen[list(info.seen)] = True
         return cls(
-            graph=gcn.padded_graph(adjacency, info.semantics),
+            graph=gcn.padded_graph(info.class_graph, info.semantics),
             num_classes=info.num_classes,
-            seen_mask=seen,
-            semantic_distance=semantics.semantic_distances(info.semantics),
+            seen_mask=info.seen_mask,
+            semantic_distance=info.semantic_distance,
             embed_dim=config.embed_dim,
             backbone=config.backbone,
             backbone_args=tuple(sorted(config.backbone_args.items())),
@@ -106,11 +105,8 @@ class Model(nn.Module):
         )
 
     def setup(self):
-        self.sketch_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
-        self.photo_net = (
-            self.sketch_net
-            if self.shared_backbone
-            else backbones.get_backbone(self.backbone, **dict(self.backbone_args))
+        self.sketch_net, self.photo_net = backbones.modality_backbones(
+            self.backbone, self.backbone_args, self.shared_backbone
         )
         self.sketch_head = GaussianHead(self.embed_dim)
         self.photo_head = GaussianHead(self.embed_dim)
@@ -142,9 +138,7 @@ class Model(nn.Module):
                 enc["z"] = enc["mu"] + jnp.exp(0.5 * enc["logvar"]) * eps
             else:
                 enc["z"] = enc["mu"]
-            enc["domain_logits"] = self.discriminator(
-                grl.gradient_reversal(enc["fmap"], grl_lambda)
-            )
+            enc["domain_logits"] = self.discriminator(grl.gradient_reversal(enc["fmap"], grl_lambda))
             out[modality] = enc
         out["prototypes"] = self.prototypes()
         return out["sketch"]["mu"], out
@@ -180,19 +174,13 @@ def loss_fn(
       (loss, (model_state, measurements)).
     """
     lam = grl.grl_lambda(progress, gamma=config.grl_gamma, max_value=config.grl_max)
-    _, out = model.apply(
-        {"params": params, **model_state}, batch, train=True, grl_lambda=lam, rngs={"sample": rng}
-    )
+    _, out = model.apply({"params": params, **model_state}, batch, train=True, grl_lambda=lam, rngs={"sample": rng})
     s, p, protos = out["sketch"], out["photo"], out["prototypes"]
     labels = batch["label"]
     seen = jnp.asarray(model.seen_mask)
 
-    cls_s, logits_s = losses.prototype_cross_entropy(
-        s["mu"], protos, labels, config.temperature, seen
-    )
-    cls_p, logits_p = losses.prototype_cross_entropy(
-        p["mu"], protos, labels, config.temperature, seen
-    )
+    cls_s, logits_s = losses.prototype_cross_entropy(s["mu"], protos, labels, config.temperature, seen)
+    cls_p, logits_p = losses.prototype_cross_entropy(p["mu"], protos, labels, config.temperature, seen)
     l_cls = 0.5 * (cls_s + cls_p)
     domain_logits = jnp.concatenate([s["domain_logits"], p["domain_logits"]])
     is_sketch = jnp.concatenate([jnp.ones(len(labels)), jnp.zeros(len(labels))])
@@ -218,11 +206,7 @@ def loss_fn(
         mining=config.triplet_mining,
     )
     total = (
-        config.w_cls * l_cls
-        + config.w_adv * l_adv
-        + config.w_ib * l_ib
-        + config.w_topo * l_topo
-        + config.w_tri * l_tri
+        config.w_cls * l_cls + config.w_adv * l_adv + config.w_ib * l_ib + config.w_topo * l_topo + config.w_tri * l_tri
     )
     domain_pred = jnp.mean(domain_logits, axis=tuple(range(1, domain_logits.ndim))) > 0
     measurements = {
@@ -236,10 +220,7 @@ def loss_fn(
         "grl_lambda": lam,
         "domain_accuracy": jnp.mean(domain_pred == (is_sketch > 0)),
         "train_accuracy": 0.5
-        * (
-            jnp.mean(jnp.argmax(logits_s, -1) == labels)
-            + jnp.mean(jnp.argmax(logits_p, -1) == labels)
-        ),
+        * (jnp.mean(jnp.argmax(logits_s, -1) == labels) + jnp.mean(jnp.argmax(logits_p, -1) == labels)),
     }
     return total, (model_state, measurements)
 
@@ -248,3 +229,6 @@ def embed(model: Model, variables: Any, images: jax.Array, modality: str) -> jax
     """L2-normalised mean embedding (mu) of sketches or photos."""
     enc = model.apply(variables, images, modality, method=Model.encode)
     return _normalise(enc["mu"])
+
+
+METHOD = api.Method(name="bda", Model=Model, loss_fn=loss_fn, embed=embed, rng_streams=("sample",))

@@ -1,4 +1,4 @@
-"""Keras weights files read with h5py, and the Keras "caffe" input convention, for the VGG16 / ResNet-50 ports.
+"""Keras weights files read with h5py, for the VGG16 / ResNet-50 ports.
 
 Three layouts are read, all written by Keras itself:
 
@@ -20,18 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-# keras.applications.imagenet_utils.preprocess_input(mode="caffe"): BGR order, ImageNet means on 0..255.
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-
-
-def caffe_preprocess(images: jax.Array) -> jax.Array:
-    """Maps RGB images in [-1, 1] to Keras "caffe" inputs: 0..255, RGB -> BGR, ImageNet channel means removed."""
-    x = (images + 1.0) * 127.5
-    return x[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, x.dtype)
 
 
 def _decode(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in Flax Linen, built on the fast CPU convolutions of ``jsbir.models.conv``.
+"""EfficientNet-Lite0 in Flax Linen, built on the fast CPU convolutions of ``jsbir.nn.conv``.
 
 EfficientNet-Lite (Tan & Le, 2019; the TF "lite" variants) is EfficientNet-B0 without squeeze-excite, with ReLU6,
 and with the stem (32) and head (1280) widths fixed. All convolutions use TensorFlow "SAME" padding, as the
@@ -40,7 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jsbir.models.conv import DepthwiseConv, PointwiseConv
+from jsbir.nn.conv import DepthwiseConv, PointwiseConv
+from jsbir.nn.imagenet import standardise
 
 # (expand ratio, output channels, repeats, stride of the first block, kernel size) per stage.
 STAGES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -54,8 +55,6 @@ STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 )
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.9  # Flax convention: torch momentum 0.1.
 
@@ -122,7 +121,7 @@ class EfficientNetLite0(nn.Module):
         weights load one-to-one; 0 leaves it out.
       drop_connect_rate: maximal drop-connect rate, scaled linearly with block index as in EfficientNet (0 = off).
       impl: convolution implementation ("auto", "lax", "shift"); "lax" computes every convolution as ``nn.Conv``
-        would (the slow reference), the others use ``jsbir.models.conv``'s fast paths on CPU.
+        would (the slow reference), the others use ``jsbir.nn.conv``'s fast paths on CPU.
     """
 
     classifier_classes: int = 1000
@@ -164,9 +163,7 @@ class EfficientNetLite0(nn.Module):
         Returns:
           (B, ceil(H / 32), ceil(W / 32), 1280) features after the head conv, BN and ReLU6.
         """
-        mean = jnp.asarray(IMAGENET_MEAN, x.dtype)
-        std = jnp.asarray(IMAGENET_STD, x.dtype)
-        x = ((x + 1) * 0.5 - mean) / std
+        x = standardise(x)
         x = nn.relu6(self.stem_bn(self.stem_conv(x)))
         for block in self.blocks:
             x = block(x, train=train)

@@ -10,15 +10,15 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jsbir.models import resnet, vgg
-from jsbir.models.efficientnet import EfficientNetLite0
+from jsbir.nn import resnet, vgg
+from jsbir.nn.efficientnet import EfficientNetLite0
 
 
 class CompactCNN(nn.Module):
     """A small strided CNN for CPU-sized runs: a 5x5 stride-2 stem, then stages of (stride-2 conv, conv).
 
     Every convolution is followed by GroupNorm and ReLU; a 64-pixel input gives an 8x8 map of
-    ``width * 2 ** (stages - 1)`` channels... see ``channels``.
+    ``width * 2 ** stages`` channels (``channels``).
 
     Attributes:
       width: channels of the stem; each stage doubles them.
@@ -67,3 +67,13 @@ def get_backbone(name: str, **kwargs) -> nn.Module:
     if name not in BACKBONES:
         raise ValueError(f"config.model.backbone={name!r} is not one of {sorted(BACKBONES)}")
     return BACKBONES[name](**kwargs)
+
+
+def modality_backbones(name: str, args: tuple[tuple[str, object], ...], shared: bool) -> tuple[nn.Module, nn.Module]:
+    """The (sketch, photo) backbones of a two-tower model: two of ``name`` built with ``args``, or one shared.
+
+    Call it in a module's ``setup`` and assign the pair to two attributes: a shared backbone is then one set of
+    parameters under the first attribute's name.
+    """
+    sketch = get_backbone(name, **dict(args))
+    return sketch, (sketch if shared else get_backbone(name, **dict(args)))

@@ -1,0 +1,164 @@
+"""Evaluation: embed the protocol's queries and gallery, rank, compute every metric variant, and report.
+
+Embeddings come from the method's jitted ``embed`` on batches sharded over the mesh, one pass per test-time view,
+gathered to the host and scored in plain numpy by ``jsbir.metrics``. Scores are the dot product of the embeddings
+(cosine, since methods L2-normalise) or the method's learned ``score``, averaged over views. Beside the float
+embedding every report gives ITQ codes fitted on the gallery's embeddings and, for methods that learn them, the
+method's own codes, each ranked by Hamming distance, with the bytes each gallery item takes. Codes of both kinds
+come from the first (plain) view. Only process 0 writes ``report.json`` and the retrieval grid.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jsbir import metrics, sharding
+from jsbir.data import pipeline
+from jsbir.data.types import Images, SbirData
+from jsbir.eval import grid, protocols, report
+
+
+class Evaluator:
+    """Embeds and scores the evaluation sets of one dataset for one model.
+
+    Args:
+      method: the method's declaration (``jsbir.methods.api.Method``).
+      model: the method's Model.
+      data: the dataset.
+      config: the run config (``eval`` section and names for the report).
+      mesh: the device mesh.
+    """
+
+    def __init__(self, method: Any, model: Any, data: SbirData, config: Any, mesh: Any):
+        self.method, self.config, self.mesh, self.info = method, config, mesh, data.info
+        self.spec = method.evaluation(config)
+        self.preprocessing = method.inputs(config).preprocess
+        self.protocol = protocols.get_protocol(self.spec.protocol)
+        self.sets = self.protocol.sets(data)
+        modalities = ("sketch", "photo")
+        self._embed = {m: jax.jit(lambda v, x, m=m: method.embed(model, v, x, m)) for m in modalities}
+        self._codes = (
+            {m: jax.jit(lambda v, x, m=m: method.codes(model, v, x, m)) for m in modalities} if self.spec.codes else {}
+        )
+        self._score = jax.jit(lambda v, q, g: method.score(model, v, q, g)) if method.score else None
+
+    def encode(self, variables: Any, images: Images, modality: str) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Embeddings of ``images`` in order: one (N, D) float32 array per view, and the method's (N, bits) codes
+        of the first view (None when it learns none).
+
+        Raises:
+          FloatingPointError: an embedding is NaN or infinite (a diverged or damaged model).
+        """
+        cfg = self.config.eval
+        views: list[list[np.ndarray]] = [[] for _ in range(self.spec.views)]
+        codes = []
+        batches = pipeline.eval_batches(
+            images, cfg.batch_size, self.preprocessing, self.spec.views, jax.process_index(), jax.process_count()
+        )
+        for batch in batches:
+            mask = sharding.to_host(sharding.to_global(batch["mask"], self.mesh))
+            for v, x in enumerate(batch["views"]):
+                x = sharding.to_global(x, self.mesh)
+                views[v].append(sharding.to_host(self._embed[modality](variables, x))[mask])
+                if v == 0 and self._codes:
+                    codes.append(sharding.to_host(self._codes[modality](variables, x))[mask])
+        out = [np.concatenate(chunks).astype(np.float32) for chunks in views]
+        if not all(np.isfinite(e).all() for e in out):
+            raise FloatingPointError(f"{modality} embeddings hold NaN or infinite values: the model has diverged")
+        return out, (np.concatenate(codes) if codes else None)
+
+    def similarity(self, variables: Any, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        """(Q, N) float32 scores of one view: the method's learned score, else the dot product."""
+        if self._score is None:
+            return queries @ gallery.T
+        step = self.config.eval.batch_size
+        return np.concatenate(
+            [np.asarray(self._score(variables, queries[i : i + step], gallery)) for i in range(0, len(queries), step)]
+        ).astype(np.float32)
+
+    def _hamming_metrics(self, prefix: str, q: np.ndarray, g: np.ndarray, bits: int) -> dict[str, float]:
+        scores = metrics.hamming_scores(metrics.pack_codes(q), metrics.pack_codes(g), bits)
+        values = self.protocol.metrics(scores, self.sets, self.config.eval)
+        return {f"{prefix}/{k}": v for k, v in values.items() if not k.endswith("[chance]")}
+
+    def run(
+        self,
+        state: Any,
+        workdir: str,
+        tag: str,
+        write: bool = True,
+        writer: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluates ``state`` and returns the report; writes it (and a grid PNG) when ``write``.
+
+        ``extra`` is merged into the report before it is written (a dict value into the report's dict of the same
+        key, e.g. more ``timings``).
+        """
+        cfg, sets = self.config, self.sets
+        variables = {"params": state.params, **state.model_state}
+        t0 = time.perf_counter()
+        q_views, q_codes = self.encode(variables, sets.queries, "sketch")
+        g_views, g_codes = self.encode(variables, sets.gallery, "photo")
+        t1 = time.perf_counter()
+        scores = self.similarity(variables, q_views[0], g_views[0])
+        for q, g in zip(q_views[1:], g_views[1:], strict=True):
+            scores += self.similarity(variables, q, g)
+        scores /= len(q_views)
+        values = self.protocol.metrics(scores, sets, cfg.eval)
+        dim = q_views[0].shape[1]
+        scoring = "learned score" if self._score else "dot product"
+        representations = {"float": {"description": f"{dim}-d float32, {scoring}", "bytes_per_item": 4 * dim}}
+        bits = min(cfg.eval.hash_bits, dim)
+        itq = metrics.fit_itq(g_views[0], bits, seed=cfg.seed)
+        values.update(self._hamming_metrics(f"itq{bits}", itq.encode(q_views[0]), itq.encode(g_views[0]), bits))
+        representations[f"itq{bits}"] = {
+            "description": f"ITQ {bits}-bit codes of the float embedding (fitted on the gallery), Hamming",
+            "bytes_per_item": math.ceil(bits / 8),
+        }
+        if q_codes is not None:
+            code_bits = q_codes.shape[1]
+            values.update(self._hamming_metrics(f"hash{code_bits}", q_codes, g_codes, code_bits))
+            representations[f"hash{code_bits}"] = {
+                "description": f"the method's learned {code_bits}-bit codes, Hamming",
+                "bytes_per_item": math.ceil(code_bits / 8),
+            }
+        t2 = time.perf_counter()
+        info = self.info
+        result = {
+            "tag": tag,
+            "method": cfg.method,
+            "dataset": info.name,
+            "split": info.split,
+            "generalized": info.generalized,
+            "protocol": self.protocol.name,
+            "views": self.spec.views,
+            "step": int(jax.device_get(state.step)),
+            "embedding_dim": int(dim),
+            "num_queries": len(sets.queries),
+            "num_gallery": len(sets.gallery),
+            "num_unseen_classes": len(info.unseen),
+            "metrics": values,
+            "metric_descriptions": metrics.METRIC_DESCRIPTIONS,
+            "representations": representations,
+            "timings": {"embed_s": t1 - t0, "metrics_s": t2 - t1},
+        }
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key].update(value)
+            else:
+                result[key] = value
+        if writer is not None:
+            writer.write_scalars(result["step"], {f"eval/{k}": v for k, v in values.items()})
+        if write:
+            report.write_report(result, workdir)
+            if jax.process_index() == 0 and sets.queries.image.ndim == 4 and sets.gallery.image.ndim == 4:
+                picture = grid.retrieval_grid(sets, scores, cfg.eval.grid_queries, cfg.eval.grid_topk)
+                picture.save(os.path.join(workdir, "retrieval_grid.png"))
+        return result

@@ -1,0 +1,37 @@
+"""The evaluation report: ``report.json`` written by process 0, and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+
+
+def write_report(report: dict[str, Any], workdir: str) -> None:
+    """Writes ``report.json`` (process 0) and prints the main metrics as a table."""
+    if jax.process_index() != 0:
+        return
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+    print(format_table(report))
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A printable table of a report's metrics, with the untrained model beside when present."""
+    untrained = report.get("untrained", {})
+    lines = [
+        f"{report['method']} on {report['dataset']} (split {report['split']}, {report['protocol']} protocol, step "
+        f"{report['step']}, {report['num_queries']} queries x {report['num_gallery']} gallery, "
+        f"dim {report['embedding_dim']}, {report['views']} view(s))",
+        f"{'metric':<28}{'trained':>10}" + (f"{'untrained':>12}" if untrained else ""),
+    ]
+    for key, value in report["metrics"].items():
+        row = f"{key:<28}{value:>10.4f}"
+        if key in untrained:
+            row += f"{untrained[key]:>12.4f}"
+        lines.append(row)
+    for name, code in report.get("representations", {}).items():
+        lines.append(f"{name:<12} {code['description']}, {code['bytes_per_item']:g} bytes per gallery item")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Every metric of a retrieval evaluation at once, keyed by names that say which convention each number uses.
+
+`METRIC_DESCRIPTIONS` explains every key a report can hold; docs/metrics.md says whose code each one matches.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jsbir.metrics.ranking import (
+    AP_VARIANTS,
+    MAP_AT_K_VARIANTS,
+    PRECISION_VARIANTS,
+    _ap_kernel,
+    _check_k,
+    _check_scores,
+    _class_mean,
+    _expected_random_ap,
+    _Kernel,
+    _map_at_k_kernel,
+    _mean,
+    _per_query,
+    _precision_kernel,
+    _target_ranks,
+)
+
+METRIC_DESCRIPTIONS: dict[str, str] = {
+    "map@all[exact]": "sklearn average_precision_score per query (tied scores form one threshold), "
+    "mean over queries; a query with no relevant item counts 0 (sklearn, SEM-PCYC)",
+    "map@all[stable]": "non-interpolated AP (mean precision at each relevant item's rank) on the "
+    "stable ranking, mean over queries; a query with no relevant item counts 0",
+    "map@all[voc,drop-empty]": "VOC-interpolated AP (precision made non-increasing from the right, "
+    "SAKE/DSN/ZSE-SBIR) on the stable ranking; queries with no relevant item dropped (NaN-mean)",
+    "map@all[class-mean]": "DSN: VOC-interpolated AP per query, NaN-mean within each query class, "
+    "then the mean over classes",
+    "map@200[sempcyc]": "SEM-PCYC apsak: sklearn AP of the top 200 alone (ties in it grouped), so "
+    "divided by the relevant items inside the top 200; 0 if none there",
+    "map@200[sake]": "SAKE/ZSE-SBIR eval_AP_inner(top=200): VOC-interpolated AP of the top 200 "
+    "divided by min(200, relevant items); queries with no relevant item dropped",
+    "map@200[yelamarthi]": "Yelamarthi et al.: sum over the top 200 of rel_i * precision@i, / 200",
+    "prec@K[k]": "relevant items in the top K of the stable ranking / K (SEM-PCYC, SAKE)",
+    "prec@K[min]": "relevant items in the top K / min(K, relevant items) (ZSE-SBIR); 0 if none",
+    "map@all[chance]": "exact expected map@all[stable] of a uniformly random ranking with the "
+    "same relevance counts: the floor any model must beat",
+    "acc@K": "fine-grained: fraction of queries whose own gallery item has stable rank < K "
+    "(strictly higher scores first, then ties by gallery index)",
+    "rank[mean]": "fine-grained: mean over queries of the 1-based stable rank of the query's own gallery item",
+    "rank[median]": "fine-grained: median over queries of the 1-based stable rank of the query's own gallery item",
+}
+
+
+def retrieval_metrics(
+    scores: np.ndarray,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    ks: Sequence[int] = (10, 25, 100, 200),
+) -> dict[str, float]:
+    """Every category-level metric at once (one sort per query), keyed as in METRIC_DESCRIPTIONS.
+
+    Args:
+      scores: (Q, N) similarities.
+      query_labels: (Q,) class of each query.
+      gallery_labels: (N,) class of each gallery item; relevant means the same class.
+      ks: cut-offs for prec@K (mAP@200 is always at 200).
+
+    Returns:
+      "map@all[exact]", "map@all[stable]", "map@all[voc,drop-empty]", "map@all[class-mean]",
+      "map@200[sempcyc]", "map@200[sake]", "map@200[yelamarthi]", "prec@K[k]" and "prec@K[min]"
+      for each K in ks, and "map@all[chance]", each a float.
+    """
+    scores = _check_scores(scores)
+    queries, gallery = np.asarray(query_labels), np.asarray(gallery_labels)
+    if queries.shape != scores.shape[:1] or gallery.shape != scores.shape[1:]:
+        raise ValueError(f"label shapes {queries.shape}, {gallery.shape} vs scores {scores.shape}")
+    kernels: dict[str, _Kernel] = {v: _ap_kernel(v) for v in AP_VARIANTS}
+    kernels.update({f"map@200[{v}]": _map_at_k_kernel(200, v) for v in MAP_AT_K_VARIANTS})
+    for k in ks:
+        kernels.update({f"prec@{k}[{v}]": _precision_kernel(k, v) for v in PRECISION_VARIANTS})
+    kernels["positives"] = lambda s, r: r.sum(axis=1)
+    per = _per_query(scores, lambda rows: queries[rows, None] == gallery[None, :], kernels)
+
+    out = {
+        "map@all[exact]": _mean(np.nan_to_num(per.pop("exact"), nan=0.0), drop_nan=False),
+        "map@all[stable]": _mean(np.nan_to_num(per.pop("stable"), nan=0.0), drop_nan=False),
+        "map@all[voc,drop-empty]": _mean(per["voc"], drop_nan=True),
+        "map@all[class-mean]": _class_mean(per.pop("voc"), queries),
+    }
+    positives = per.pop("positives")
+    for name, values in per.items():
+        out[name] = _mean(values, drop_nan=True)  # only "sake" has NaN (no relevant item)
+    out["map@all[chance]"] = float(np.mean(_expected_random_ap(positives, scores.shape[1])))
+    return out
+
+
+def fine_grained_metrics(
+    scores: np.ndarray, target_index: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Instance-level acc@K for each K in ks, and the mean and median rank of the target (ranks computed once).
+
+    Args:
+      scores: (Q, N) similarities.
+      target_index: (Q,) int gallery index of each query's own item.
+      ks: cut-offs.
+
+    Returns:
+      {"acc@K": fraction of queries whose target has stable rank < K, "rank[mean]": mean 1-based stable rank of
+      the target, "rank[median]": its median}.
+    """
+    for k in ks:
+        _check_k(k)
+    ranks = _target_ranks(scores, target_index)
+    out = {f"acc@{k}": float(np.mean(ranks < k)) for k in ks}
+    out["rank[mean]"] = float(np.mean(ranks + 1))
+    out["rank[median]"] = float(np.median(ranks + 1))
+    return out

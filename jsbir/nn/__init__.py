@@ -1,0 +1,8 @@
+"""Network parts shared by the methods, as Flax Linen modules and pure functions.
+
+``backbones`` (the registry of image encoders: ``compact_cnn``, ``efficientnet_lite0``, ``vgg16``, ``resnet50``),
+``conv`` (fast depthwise and pointwise convolutions on CPU), ``efficientnet``, ``vgg``, ``resnet``, ``imagenet``
+(their input conventions), ``gcn`` (jraph graph convolution over the class graph), ``grl`` (gradient reversal),
+``attention`` (multi-head attention pooling over a feature map) and ``hashing`` (learned binary codes).
+Networks never load weights: :mod:`jsbir.weights` writes pretrained values into their parameter trees.
+"""

@@ -1,0 +1,113 @@
+"""The method contract, checked for every registered method: built from its example batch, one jitted training
+step on 8 fake devices, embedding shapes, and gallery embeddings that depend on the photo alone."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import jax
+import numpy as np
+import pytest
+
+from jsbir import sharding, train
+from jsbir.data import pipeline, semantics
+from jsbir.data.types import DatasetInfo
+from jsbir.methods import api, available_methods, get_method
+
+SIZE, BATCH, CLASSES = 32, 16, 6
+
+
+def _info() -> DatasetInfo:
+    vectors = np.random.default_rng(0).normal(size=(CLASSES, 12)).astype(np.float32)
+    return DatasetInfo(
+        name="toy",
+        split="toy",
+        class_names=tuple(f"c{i}" for i in range(CLASSES)),
+        seen=(0, 1, 2, 3),
+        unseen=(4, 5),
+        semantics=vectors,
+        image_size=SIZE,
+        class_graph=semantics.class_graph(vectors, kind="knn", k=2),
+        semantic_distance=semantics.semantic_distances(vectors).astype(np.float32),
+    )
+
+
+def _setup(name: str):
+    config = importlib.import_module(f"configs.{name}").get_config("runlocal")
+    method = get_method(name)
+    model = method.Model.from_config(config.model, _info())
+    inputs = method.inputs(config)
+    example = pipeline.example_batch(inputs.sampler, inputs.preprocess, (SIZE, SIZE, 3))
+    mesh = sharding.make_mesh()
+    state = train.StateFactory(method, model, config, example, mesh).build("scratch", None, {})
+    return config, method, model, example, mesh, state
+
+
+def _batch(example: dict[str, np.ndarray], seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    batch = {
+        k: rng.uniform(-1, 1, (BATCH, *v.shape[1:])).astype(np.float32) for k, v in example.items() if k != "label"
+    }
+    return {**batch, "label": np.repeat(np.arange(4, dtype=np.int32), BATCH // 4)}
+
+
+def test_every_method_module_is_registered():
+    assert "bda" in available_methods()
+    for name in available_methods():
+        method = get_method(name)
+        assert isinstance(method, api.Method) and method.name == name
+    with pytest.raises(ValueError, match=r"config.method='nope' is not one of"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_method_trains_one_step_on_eight_devices_and_embeds(name):
+    config, method, model, example, mesh, state = _setup(name)
+    assert jax.device_count() == 8
+    step = train.make_train_step(method, model, config.loss, config.train.steps)
+    batch = sharding.to_global(_batch(example), mesh)
+    state, measurements = step(state, batch, jax.random.key(0))
+    measurements = jax.device_get(measurements)
+    assert int(state.step) == 1
+    assert np.isfinite(measurements["loss"]) and 0 < measurements["grad_norm"] < np.inf, measurements
+    assert all(np.isfinite(v) for v in measurements.values()), measurements
+
+    variables = {"params": state.params, **state.model_state}
+    inputs = {"sketch": batch["sketch"], "photo": batch["photo"]}
+    spec = method.evaluation(config)
+    for modality, images in inputs.items():
+        embedding = np.asarray(jax.jit(lambda v, x, m=modality: method.embed(model, v, x, m))(variables, images))
+        assert embedding.shape == (BATCH, config.model.embed_dim) and np.isfinite(embedding).all()
+        if spec.codes:
+            codes = np.asarray(method.codes(model, variables, images, modality))
+            assert codes.shape == (BATCH, spec.code_bits)
+            assert set(np.unique(codes)) <= {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_photo_embeddings_depend_on_the_photo_alone(name):
+    config, method, model, example, _, state = _setup(name)
+    variables = {"params": state.params, **state.model_state}
+    assert "sketch" not in inspect.signature(method.embed).parameters
+    photos = _batch(example)["photo"]
+    embed = jax.jit(lambda v, x: method.embed(model, v, x, "photo"))
+    together = np.asarray(embed(variables, photos))
+    order = np.random.default_rng(2).permutation(BATCH)
+    shuffled = np.asarray(embed(variables, photos[order]))
+    np.testing.assert_allclose(shuffled, together[order], rtol=1e-5, atol=1e-5)
+    alone = np.asarray(embed(variables, photos[3:4]))
+    np.testing.assert_allclose(alone[0], together[3], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_config_declares_what_the_shared_code_reads(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    method = get_method(name)
+    assert config.method == name
+    inputs, spec = method.inputs(config), method.evaluation(config)
+    assert inputs.sampler in pipeline.samplers.SAMPLERS and inputs.preprocess in pipeline.preprocess.PREPROCESSORS
+    from jsbir.eval.protocols import PROTOCOLS
+
+    assert spec.protocol in PROTOCOLS and spec.views >= 1
+    assert config.loss and config.model.embed_dim > 0

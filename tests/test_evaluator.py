@@ -1,0 +1,137 @@
+"""The shared evaluator: protocols choose the sets, test-time views average scores, a learned score replaces the dot
+product, and codes of both kinds are reported with their size; every number checked against a direct computation."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import common
+from jsbir import metrics, sharding
+from jsbir.data.types import DatasetInfo, Images, SbirData
+from jsbir.eval.evaluator import Evaluator
+from jsbir.eval.protocols import get_protocol
+from jsbir.methods import api
+
+SIZE = 8
+
+
+class Toy(nn.Module):
+    """A linear embedding of the flattened image."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(6)(x.reshape(x.shape[0], -1))
+
+
+def _embed(model, variables, images, modality):
+    del modality
+    e = model.apply(variables, images)
+    return e / jnp.linalg.norm(e, axis=-1, keepdims=True)
+
+
+def _score(model, variables, q, g):
+    del model, variables
+    return -jnp.sum((q[:, None, :] - g[None, :, :]) ** 2, axis=-1)
+
+
+def _codes(model, variables, images, modality):
+    return jnp.where(_embed(model, variables, images, modality) >= 0, 1.0, -1.0)
+
+
+def _images(n, labels, ids, seed):
+    rng = np.random.default_rng(seed)
+    return Images(
+        rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8), np.asarray(labels, np.int32), np.asarray(ids)
+    )
+
+
+def _data(generalized=False):
+    info = DatasetInfo("toy", "toy", ("a", "b", "c"), (0,), (1, 2), np.eye(3, dtype=np.float32), SIZE, generalized)
+    labels = np.array([0, 1, 2] * 4)
+    sketches = _images(12, labels, np.arange(12), 0)
+    rows = np.arange(12)
+    photos = _images(12, labels, (3 - rows // 3) * 3 + rows % 3, 1)  # sketch i's photo is elsewhere, same class
+    return SbirData(info, sketches, photos, sketches, photos)
+
+
+def _config():
+    config = ml_collections.ConfigDict({"method": "toy", "seed": 0})
+    config.eval = common.eval_config()
+    config.eval.batch_size = 8
+    config.eval.hash_bits = 4
+    return config
+
+
+def test_zero_shot_and_fine_grained_sets():
+    data = _data()
+    sets = get_protocol("zero_shot").sets(data)
+    assert set(sets.queries.label) == set(sets.gallery.label) == {1, 2} and len(sets.gallery) == 8
+    assert sets.targets is not None
+    np.testing.assert_array_equal(sets.gallery.instance_id[sets.targets], sets.queries.instance_id)
+    assert len(get_protocol("zero_shot").sets(_data(generalized=True)).gallery) == 12
+    fine = get_protocol("fine_grained").sets(data)
+    assert len(fine.queries) == len(fine.gallery) == 12 and fine.instance_level
+    np.testing.assert_array_equal(fine.relevant(np.array([0])), np.arange(12)[None] == fine.targets[0])
+    broken = SbirData(
+        data.info, data.train_sketches, data.train_photos, data.test_sketches, data.test_photos.select(np.arange(11))
+    )
+    with pytest.raises(ValueError, match=r"needs every test sketch's own photo"):
+        get_protocol("fine_grained").sets(broken)
+    with pytest.raises(ValueError, match=r"unknown evaluation protocol 'instance'"):
+        get_protocol("instance")
+
+
+@pytest.mark.parametrize("protocol", ["zero_shot", "fine_grained"])
+def test_views_and_learned_score_and_codes(protocol, tmp_path):
+    model = Toy()
+    method = api.Method(
+        name="toy",
+        Model=Toy,
+        loss_fn=None,
+        embed=_embed,
+        codes=_codes,
+        score=_score,
+        evaluation=lambda config: api.EvalSpec(protocol=protocol, views=2, codes=True, code_bits=6),
+    )
+    variables = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    data = _data()
+    evaluator = Evaluator(method, model, data, _config(), sharding.make_mesh())
+    state = type("State", (), {"params": variables["params"], "model_state": {}, "step": jnp.int32(7)})()
+    report = evaluator.run(state, str(tmp_path), tag="t")
+
+    sets = get_protocol(protocol).sets(data)
+
+    def embed(images, mirror):
+        x = images.image / 127.5 - 1.0
+        return np.asarray(_embed(model, variables, jnp.asarray(x[:, :, ::-1] if mirror else x, jnp.float32), ""))
+
+    scores = (
+        sum(np.asarray(_score(None, None, embed(sets.queries, m), embed(sets.gallery, m))) for m in (False, True)) / 2
+    )
+    expected = get_protocol(protocol).metrics(scores, sets, _config().eval)
+    for key, value in expected.items():
+        assert report["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    q_codes, g_codes = (np.where(embed(s, False) >= 0, 1, -1) for s in (sets.queries, sets.gallery))
+    hamming = metrics.hamming_scores(metrics.pack_codes(q_codes), metrics.pack_codes(g_codes), 6)
+    learned = get_protocol(protocol).metrics(hamming, sets, _config().eval)
+    assert report["metrics"]["hash6/acc@1"] == pytest.approx(learned["acc@1"])
+    assert report["representations"]["hash6"]["bytes_per_item"] == 1  # 6 bits take one byte
+    assert report["representations"]["itq4"]["bytes_per_item"] == 1
+    assert report["representations"]["float"]["bytes_per_item"] == 24
+    assert report["protocol"] == protocol and report["views"] == 2 and report["step"] == 7
+    assert (tmp_path / "report.json").exists() and (tmp_path / "retrieval_grid.png").exists()
+
+
+def test_non_finite_embeddings_are_refused(tmp_path):
+    model = Toy()
+    method = api.Method(name="toy", Model=Toy, loss_fn=None, embed=lambda m, v, x, mod: x.reshape(len(x), -1) * jnp.nan)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    evaluator = Evaluator(method, model, _data(), _config(), sharding.make_mesh())
+    state = type("State", (), {"params": variables["params"], "model_state": {}, "step": jnp.int32(0)})()
+    with pytest.raises(FloatingPointError, match=r"sketch embeddings hold NaN"):
+        evaluator.run(state, str(tmp_path), tag="t")
