@@ -20,7 +20,7 @@ sake25, sake30, doodle2search30, random<N>_seed<S> or a class-list file; ``defau
 Keras ``.h5`` / ``.weights.h5`` file of ``keras.applications.VGG16`` / ``ResNet50`` (nothing is downloaded).
 
 ``preset=sketchy_mini`` is the recipe for fine-tuning the pretrained EfficientNet-Lite0 on a small set within about
-ten minutes of a 2-core CPU (``benchmarks/sketchy_mini.py`` runs it); it needs ``backbone=efficientnet_lite0``::
+ten minutes of a 2-core CPU (``benchmarks/seeds.py`` runs it over seeds); it needs ``backbone=efficientnet_lite0``::
 
     python -m jsbir.main --config configs/bda.py:dataset=sketchy,split=eccv21,root=../shared/data/sketchy_mini,\
 backbone=efficientnet_lite0,size=128,preset=sketchy_mini --workdir runs/bda-sketchy-mini
@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_dim = 64
     config.model.gcn_features = (128,)
     config.model.disc_hidden = 64
+    config.model.head_norm = False
 
     config.loss = ml_collections.ConfigDict()
     config.loss.w_cls = 1.0

@@ -23,11 +23,11 @@ def _convert(key: str, text: str, default: Any) -> Any:
         if low in _FALSE:
             return False
         raise ValueError(f"config argument {key!r} expects a boolean, got {text!r}")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    return text
+    kind = int if isinstance(default, int) else float if isinstance(default, float) else str
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"config argument {key!r} expects a number ({kind.__name__}), got {text!r}") from None
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -56,15 +56,19 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
                 raise ValueError(f"config argument {key!r} needs a value: {key}=...")
             value = "true"
         result[key] = _convert(key, value.strip(), defaults[key])
+        if key in POSITIVE_ARGS and result[key] <= 0:
+            raise ValueError(f"config argument {key!r} must be positive, got {result[key]}")
     return result
 
 
+# Arguments that, when given, must be positive (their default 0 means "the config's own").
+POSITIVE_ARGS = ("steps", "size", "bits")
 # The arguments every method config accepts after the colon, with their defaults.
 COMMON_ARGS: dict[str, Any] = {
     "runlocal": False,
     "dataset": "synthetic",
     "size": 64,
-    "steps": 0,
+    "steps": 0,  # 0: the config's own
     "backbone": "compact_cnn",
     "split": "default",
     "root": "",
@@ -82,6 +86,7 @@ EFFICIENTNET_FINETUNE = {
     "train.warmup_steps": 30,
     "train.log_every": 10,
     "train.checkpoint_every": 100,
+    "train.eval_every": 50,
     "eval.batch_size": 64,
 }
 
@@ -126,6 +131,7 @@ def finish(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) ->
     return config.lock()
 
 
+
 def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.ConfigDict:
     """The data section every method shares."""
     data = ml_collections.ConfigDict()
@@ -137,13 +143,18 @@ def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.Co
     data.image_size = size
     data.train_per_class = 100  # synthetic only
     data.test_per_class = 40  # synthetic only
-    data.data_seed = 0  # synthetic rendering; real sets: the seen-class train/test division
+    data.data_seed = 0  # synthetic rendering; real sets: the seen-class train/test division; the validation draw
+    # Validation: this share of the seen classes (of the training instances on instance-level sets) is held out of
+    # training to choose checkpoints and settings; 0 = none (see jsbir/data/validation.py)
+    data.val_fraction = 0.2
     data.augment = True
     data.test_fraction = 0.2  # real zero-shot sets: share of each seen class held out for test
     data.semantics = "glove"  # class vectors of the real sets: glove | word2vec (synthetic keeps its own)
     data.semantics_file = ""  # glove: optional override file; word2vec: the .npy or .bin file
     data.graph = "knn"  # class graph over the class vectors: knn (symmetric k nearest, cosine) | mst (Euclidean)
     data.graph_k = 5  # neighbours per class of the knn graph
+    # inductive: training relates the seen classes' vectors only; transductive: every class's (stated in reports)
+    data.semantics_setting = "inductive"
     data.skip_corrupt = False  # skip (and log) undecodable images instead of failing
     data.subset = ""  # QMUL: "shoes"/"chairs" (V1 file prefix) or the V2 class name; "" = the only one
     data.max_per_class = 1000  # quickdraw_raw: drawings read per class (0 = all)
@@ -164,7 +175,11 @@ def train_config() -> ml_collections.ConfigDict:
     train.log_every = 50
     train.checkpoint_every = 500
     train.keep_checkpoints = 2
-    train.eval_every = 0
+    train.resume_step = 0  # resume from this checkpoint instead of the newest (a damaged newest; 0 = newest)
+    train.eval_every = 250  # validation every N steps (and at the end); the best checkpoint is kept in best/
+    # The validation metric that chooses the reported checkpoint; "" = the protocol's (zero_shot: map@all[exact],
+    # fine_grained: acc@1).
+    train.select_metric = ""
     # Regex over '/'-joined parameter paths; matching parameters are frozen (see jsbir/state.py). "" = none.
     train.freeze = ""
     return train
@@ -175,8 +190,10 @@ def eval_config() -> ml_collections.ConfigDict:
     ev = ml_collections.ConfigDict()
     ev.batch_size = 256
     ev.hash_bits = 64
+    ev.itq = "gallery"  # ITQ fitted on the gallery; "sempcyc": on the queries, each set centred on its own mean
     ev.ks = (10, 25, 100, 200)  # prec@K cut-offs
     ev.acc_ks = (1, 5, 10)  # acc@K cut-offs (instance-level: a sketch's own photo)
+    ev.views = 1  # test-time views whose scores are averaged (rgb: 2 adds the mirror images)
     ev.grid_queries = 8
     ev.grid_topk = 10
     ev.eval_untrained = True
@@ -198,5 +215,6 @@ def make_runlocal(config: ml_collections.ConfigDict) -> None:
     config.train.warmup_steps = 5
     config.train.log_every = 1
     config.train.checkpoint_every = 10
+    config.train.eval_every = 25
     config.eval.batch_size = 64
     config.eval.eval_untrained = False

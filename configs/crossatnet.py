@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.key_features = 128
     config.model.value_features = 256
     config.model.gcn_features = (128,)
+    config.model.head_norm = False
 
     config.loss = ml_collections.ConfigDict()
     config.loss.w_tri = 1.0  # sketch <-> sketch-guided photo triplet, both directions

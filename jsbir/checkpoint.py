@@ -5,21 +5,71 @@ optimiser state) and ``meta`` (a JSON description: the identity that must match 
 config that wrote it). ``config.init_from`` reads only the ``model`` item, so a run can start from another run's
 parameters with another optimiser or freezing pattern. Every process restores; Orbax coordinates the writes so
 that only the primary host writes metadata.
+
+Integrity: after each save, process 0 records the SHA-256 of every file of the checkpoint in its
+``integrity.json``; a restore recomputes them first, then checks that every restored value is finite. A damaged
+checkpoint is refused naming the files, and the message names the newest intact earlier checkpoint, which
+``config.train.resume_step`` resumes from (the later, damaged ones are then moved aside to ``<subdir>.damaged``,
+never deleted).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from jsbir.state import TrainState, param_paths
+from jsbir.writers import write_atomic
 
 CHECKPOINT_SUBDIR = "checkpoints"
+INTEGRITY_FILE = "integrity.json"
 _SHOWN = 3  # differing parameters named in a message
+
+
+def _digests(folder: str) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` but the integrity record, by '/'-joined relative path."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            if relative == INTEGRITY_FILE:
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[relative] = digest.hexdigest()
+    return out
+
+
+def damaged_files(folder: str) -> list[str] | None:
+    """The files of a checkpoint folder that differ from, are missing from, or were added since its integrity
+    record; None when it has no record (written before records existed, or by an interrupted save)."""
+    record = os.path.join(folder, INTEGRITY_FILE)
+    if not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        expected = json.load(f)
+    found = _digests(folder)
+    return sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+
+
+def _non_finite(tree: Any) -> list[str]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [
+        jax.tree_util.keystr(path)
+        for path, leaf in leaves
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(np.asarray(leaf)).all()
+    ]
 
 
 class CheckpointError(RuntimeError):
@@ -68,12 +118,18 @@ class Checkpointer:
       model_config: the model config (a dict) recorded with each save and compared on a refusal, so that the
         message names the config fields behind a difference.
       keep: how many most recent checkpoints to keep.
+      subdir: the folder under ``workdir`` (``checkpoints``; ``best`` holds the validation-chosen one).
     """
 
     def __init__(
-        self, workdir: str, identity: dict[str, Any], model_config: dict[str, Any] | None = None, keep: int = 2
+        self,
+        workdir: str,
+        identity: dict[str, Any],
+        model_config: dict[str, Any] | None = None,
+        keep: int = 2,
+        subdir: str = CHECKPOINT_SUBDIR,
     ):
-        self.directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
+        self.directory = epath.Path(workdir) / subdir
         self.identity = dict(identity)
         self.model_config = model_config
         self._manager = ocp.CheckpointManager(
@@ -86,12 +142,13 @@ class Checkpointer:
         """The step of the newest complete checkpoint, or None."""
         return self._manager.latest_step()
 
-    def save(self, state: TrainState) -> int:
-        """Writes ``state`` (synchronously: a run killed right after still finds it). Returns its step."""
+    def save(self, state: TrainState, note: dict[str, Any] | None = None) -> int:
+        """Writes ``state`` (synchronously: a run killed right after still finds it), with ``note`` added to its
+        JSON description. Returns its step."""
         step = int(jax.device_get(state.step))
         if step in self._manager.all_steps():
             return step
-        meta = {**self.identity, "step": step, "model_config": self.model_config}
+        meta = {**self.identity, "step": step, "model_config": self.model_config, **(note or {})}
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -101,7 +158,35 @@ class Checkpointer:
             ),
         )
         self._manager.wait_until_finished()
+        if jax.process_index() == 0:
+            folder = self._where(step)
+            write_atomic(os.path.join(folder, INTEGRITY_FILE), json.dumps(_digests(folder), indent=1, sort_keys=True))
         return step
+
+    def all_steps(self) -> list[int]:
+        """Every checkpoint step present."""
+        return list(self._manager.all_steps())
+
+    def intact_steps(self) -> list[int]:
+        """Steps whose files match their integrity record, newest first."""
+        return [s for s in sorted(self._manager.all_steps(), reverse=True) if damaged_files(self._where(s)) == []]
+
+    def set_aside_after(self, step: int) -> list[int]:
+        """Moves every checkpoint newer than ``step`` to ``<subdir>.damaged`` (kept, out of the way of this run's
+        saves) and returns their steps."""
+        later = [s for s in self._manager.all_steps() if s > step]
+        if jax.process_index() == 0:
+            aside = epath.Path(os.fspath(self.directory) + ".damaged")
+            aside.mkdir(parents=True, exist_ok=True)
+            for s in later:
+                shutil.move(self._where(s), os.fspath(aside / str(s)))
+        self._manager.reload()
+        return later
+
+    def meta(self, step: int | None = None) -> dict[str, Any]:
+        """The JSON description saved with the newest (or the given) checkpoint."""
+        step = self.latest_step() if step is None else step
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def _where(self, step: int) -> str:
         return os.fspath(self.directory / str(step))
@@ -109,7 +194,7 @@ class Checkpointer:
     def _check_meta(self, step: int, advice: str) -> None:
         where = self._where(step)
         try:
-            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta = self.meta(step)
         except Exception as e:  # Orbax raises many types for unreadable files.
             raise CheckpointError(f"checkpoint {where} is unreadable ({e}). {advice}") from e
         differences = [d for key, wanted in self.identity.items() for d in _differences(key, meta.get(key), wanted)]
@@ -121,6 +206,13 @@ class Checkpointer:
             )
 
     def _restore_items(self, step: int, targets: dict[str, Any], advice: str) -> dict[str, Any]:
+        where = self._where(step)
+        damaged = damaged_files(where)
+        if damaged:
+            raise CheckpointError(
+                f"checkpoint {where} is damaged: {len(damaged)} files differ from their SHA-256 record "
+                f"({', '.join(damaged[:_SHOWN])}). {self._intact_advice(step, advice)}"
+            )
         try:
             restored = self._manager.restore(
                 step,
@@ -131,7 +223,22 @@ class Checkpointer:
                 f"checkpoint {self._where(step)} could not be restored into this model ({type(e).__name__}: {e}). "
                 f"{advice}"
             ) from e
+        bad = _non_finite({k: restored[k] for k in targets})
+        if bad:
+            raise CheckpointError(
+                f"checkpoint {where} holds NaN or infinite values ({', '.join(bad[:_SHOWN])}). "
+                f"{self._intact_advice(step, advice)}"
+            )
         return {k: restored[k] for k in targets}
+
+    def _intact_advice(self, step: int, advice: str) -> str:
+        earlier = [s for s in self.intact_steps() if s < step]
+        if not earlier:
+            return advice
+        return (
+            f"{advice} Checkpoint {earlier[0]} is intact: rerun with --config.train.resume_step={earlier[0]} to "
+            f"resume from it (newer checkpoints are then moved to {os.fspath(self.directory)}.damaged)."
+        )
 
     def restore(self, state: TrainState, step: int | None = None) -> TrainState:
         """Restores the newest (or the given) checkpoint into the structure and shardings of ``state``.

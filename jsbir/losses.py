@@ -257,8 +257,9 @@ def information_bottleneck_loss(
         loss = infonce(z_s, z_p, labels, temperature)
                + beta * mean_i symmetric_kl(q(z | sketch_i), q(z | photo_i)).
 
-    InfoNCE stands in for -I_est(z_s; z_p) up to the constant log(B); `symmetric_kl` is the
-    undivided sum KL(s||p) + KL(p||s). Sampling z (reparameterisation) is the caller's job.
+    The label-aware InfoNCE (every same-class pair a positive) stands in for -I_est(z_s; z_p); with several
+    positives per anchor it is a contrastive agreement score, not a bound on the mutual information.
+    `symmetric_kl` is the undivided sum KL(s||p) + KL(p||s). Sampling z (reparameterisation) is the caller's job.
 
     Args:
       mu_s, logvar_s: (B, D) sketch posterior parameters.
@@ -270,16 +271,11 @@ def information_bottleneck_loss(
       temperature: InfoNCE temperature.
 
     Returns:
-      (loss, aux) with aux["infonce"], aux["skl"] (batch mean) and
-      aux["mi_lower_bound"] = log(B) - infonce.
+      (loss, aux) with aux["infonce"] and aux["skl"] (batch mean).
     """
     contrastive = infonce(z_s, z_p, labels, temperature)
     skl = jnp.mean(symmetric_kl(mu_s, logvar_s, mu_p, logvar_p))
-    aux = {
-        "infonce": contrastive,
-        "skl": skl,
-        "mi_lower_bound": jnp.log(jnp.float32(z_s.shape[0])) - contrastive,
-    }
+    aux = {"infonce": contrastive, "skl": skl}
     return contrastive + beta * skl, aux
 
 

@@ -7,6 +7,7 @@ JAX first (TPU pods, multi-node GPU); launch the same command on every host.
 
 from __future__ import annotations
 
+import ast
 import logging as std_logging
 import os
 import signal
@@ -32,6 +33,32 @@ def _quiet_libraries(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or not any(part in record.pathname for part in noisy)
 
 
+def _config_error(error: BaseException) -> BaseException:
+    """The exception that says what is wrong: the first in the chain that is not a flag-parsing wrapper."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    wrapper = [isinstance(e, flags.Error) or str(e).startswith("Error whilst parsing") for e in chain]
+    return next((e for e, w in zip(chain, wrapper, strict=True) if not w), chain[-1])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses the command line; a config error (an unknown argument or field, a bad value) is one line on stderr
+    and exit status 2, not a traceback."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        text = str(_config_error(e))
+        if len(text) > 1 and text[0] == text[-1] == "'":  # a KeyError's repr of the message
+            text = ast.literal_eval(text)
+        text = " ".join(text.split())
+        given = [a[2:].split("=", 1) for a in argv if a.startswith("--config.") and "=" in a]
+        named = [key for key, value in given if f"'{key.rsplit('.', 1)[-1]}'" in text or f"'{value}'" in text]
+        print(f"jsbir: config error: {named[0] + ': ' if named else ''}{text}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -41,16 +68,30 @@ def main(argv: list[str]) -> None:
     tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data; JAX owns accelerators.
     if FLAGS.jax_distributed:
         jax.distributed.initialize()
-    from jsbir import train
+    from jsbir import checks, train, writers
 
     config = FLAGS.config
+    try:
+        checks.check_config(config)
+    except ValueError as e:
+        print(f"jsbir: config error: {e}", file=sys.stderr)
+        sys.exit(2)
     workdir = FLAGS.workdir or os.path.join(
         "runs", f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if not FLAGS.workdir:
         os.makedirs("runs", exist_ok=True)
     logging.info("jax %s on %d devices; workdir %s", jax.__version__, jax.device_count(), workdir)
-    report = train.train_and_evaluate(config, workdir)
+    try:
+        report = train.train_and_evaluate(config, workdir)
+    except Exception as e:
+        full = writers.no_space(e)
+        if full is None:
+            raise
+        where = full.filename or workdir
+        print(f"jsbir: no space left on device while writing {where}; free space or choose another --workdir "
+              "(or config.data.data_dir) and run the same command again to resume", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
     if "signal" in report:
         print(f"stopped by {report['signal']} at step {report['stopped_at']}; the same command resumes ({workdir})")
         sys.exit(128 + signal.Signals[report["signal"]].value)
@@ -59,4 +100,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -22,22 +22,24 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from tqdm import tqdm
 
-from jsbir import checkpoint, sharding
+from jsbir import checkpoint, checks, sharding
 from jsbir.data import get_dataset, pipeline
 from jsbir.eval.evaluator import Evaluator
 from jsbir.methods import get_method
 from jsbir.methods.api import Method
+from jsbir.selection import Selector
 from jsbir.state import TrainState, frozen_mask, make_optimizer
 from jsbir.weights import pretrained
-from jsbir.writers import JsonlWriter, StopSignals
+from jsbir.writers import JsonlWriter, StopSignals, write_config
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+class DivergenceError(FloatingPointError):
+    """Training diverged: the loss, the gradient norm or the parameter norm is NaN or infinite. The message names
+    the step, the values and the last good checkpoint; nothing non-finite is ever saved."""
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-    """Checks that ``workdir`` can be used, creates it and writes the resolved config (process 0).
+def prepare_workdir(workdir: str) -> str:
+    """Checks that ``workdir`` can be used and creates it; nothing is written in it yet.
 
     Raises:
       FileNotFoundError: the parent folder does not exist.
@@ -55,9 +57,6 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
         os.remove(probe)
     except OSError as e:
         raise PermissionError(f"workdir {workdir!r} is not writable: {e.strerror}") from e
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     return workdir
 
 
@@ -144,7 +143,17 @@ class StateFactory:
         """The state from ``source`` (see :meth:`source`)."""
         abstract = self.abstract_with_shardings()
         if source == "checkpoint":
-            return ckpt.restore(abstract)
+            step = self.config.train.get("resume_step", 0) or None
+            if step is not None and step not in ckpt.all_steps():
+                raise checkpoint.CheckpointError(
+                    f"config.train.resume_step={step}: no such checkpoint in {ckpt.directory} "
+                    f"(there are {sorted(ckpt.all_steps())})"
+                )
+            state = ckpt.restore(abstract, step)
+            if step is not None:
+                moved = ckpt.set_aside_after(step)
+                logging.warning("Resumed from checkpoint %d; moved newer checkpoints %s aside", step, moved)
+            return state
         if source == "init_from":
             folder = os.path.join(self.config.init_from, checkpoint.CHECKPOINT_SUBDIR)
             if not os.path.isdir(folder):
@@ -192,7 +201,8 @@ def train_and_evaluate(
       with ``"signal": "SIGTERM"`` (or SIGINT) added when a signal did; a checkpoint of that step is written first.
       On several hosts a scheduler signals every process, so all stop after the same step.
     """
-    workdir = prepare_workdir(workdir, config)
+    checks.check_config(config)
+    workdir = prepare_workdir(workdir)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     sharding.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
@@ -210,17 +220,27 @@ def train_and_evaluate(
     source = factory.source(ckpt)
     state = factory.build(source, ckpt, identity)
     start = int(jax.device_get(state.step))
+    checks.check_resume(config, start)
     logging.info("Started from %s at step %d", {"checkpoint": ckpt.directory}.get(source, source), start)
     total = config.train.steps
 
     is_main = jax.process_index() == 0
+    # Everything is validated: only now does this start write into the workdir.
+    if is_main:
+        write_config(workdir, config)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
     if is_main:
-        writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+        jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start)
+        writer = metric_writers.MultiWriter([writer, jsonl])
     if start == 0:
         logging.info("%s", parameter_overview.get_parameter_overview(state.params))
 
     evaluator = Evaluator(method, model, data, config, mesh)
+    selector = None
+    if data.val_sketches is not None:
+        validation = Evaluator(method, model, data, config, mesh, split="validation")
+        metric = config.train.select_metric or validation.protocol.select_metric
+        selector = Selector(validation, workdir, identity, model_config, metric)
     untrained = None
     if start == 0 and config.eval.eval_untrained:
         untrained = evaluator.run(state, workdir, tag="untrained", write=False)
@@ -249,14 +269,22 @@ def train_and_evaluate(
     with StopSignals() as stop, tqdm(total=total, initial=start, desc="train", disable=not is_main) as bar:
 
         def check(step: int, measurements: dict[str, jax.Array]) -> None:
-            """Stops on a non-finite loss and logs; called one step late so the device never waits for it."""
+            """Stops on divergence and logs; called one step late so the device never waits for it."""
             host = jax.device_get(measurements)
             loss = float(host["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss} at step {step}; stopped without saving. The last good checkpoint "
-                    f"(step {ckpt.latest_step()}) stays in {ckpt.directory}. Lower config.train.lr "
-                    "or check the inputs."
+            watched = {k: float(host[k]) for k in ("loss", "grad_norm", "param_norm")}
+            bad = {k: v for k, v in watched.items() if not math.isfinite(v)}
+            if bad:
+                last = ckpt.latest_step()
+                kept = (
+                    f"The last good checkpoint (step {last}) stays in {ckpt.directory}"
+                    if last is not None
+                    else "No checkpoint had been written yet"
+                )
+                raise DivergenceError(
+                    f"training diverged at step {step}: "
+                    + ", ".join(f"{k} is {v}" for k, v in bad.items())
+                    + f" (loss {loss:.4g}); stopped without saving. {kept}. Lower config.train.lr or check the inputs."
                 )
             if step % config.train.log_every == 0 or step == end:
                 writer.write_scalars(step, host)
@@ -272,12 +300,16 @@ def train_and_evaluate(
             for hook in hooks:
                 hook(step)
             bar.update(1)
-            if step % config.train.checkpoint_every == 0:
-                check(*pending)  # never save a state whose loss was not finite
+            validate = selector is not None and (
+                step == total or (config.train.eval_every and step % config.train.eval_every == 0)
+            )
+            if step % config.train.checkpoint_every == 0 or validate:
+                check(*pending)  # never save or select a state whose loss was not finite
                 pending = None
+            if step % config.train.checkpoint_every == 0:
                 ckpt.save(state)
-            if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
-                evaluator.run(state, workdir, tag=f"step{step}", writer=writer)
+            if validate:
+                selector(state, workdir, writer)
             if stop.received:
                 break
         if pending is not None:
@@ -287,6 +319,8 @@ def train_and_evaluate(
     if step < total:
         writer.flush()
         ckpt.close()
+        if selector is not None:
+            selector.close()
         stopped = {"stopped_at": step}
         if stop.received:
             stopped["signal"] = stop.received
@@ -295,6 +329,11 @@ def train_and_evaluate(
     extra = {"timings": {"train_s": train_seconds, "train_steps_this_run": end - start}, "started_from": source}
     if untrained is not None:
         extra["untrained"] = untrained["metrics"]
+    if selector is not None:
+        state, extra["selection"] = selector.chosen(state, factory.abstract_with_shardings())
+        selector.close()
+    else:
+        extra["selection"] = {"metric": None, "step": total, "note": "no validation split: the last step"}
     report = evaluator.run(state, workdir, tag="final", writer=writer, extra=extra)
     writer.flush()
     ckpt.close()

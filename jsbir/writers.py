@@ -1,9 +1,13 @@
-"""Run-side outputs and signals: the JSON-lines metric writer and the SIGINT/SIGTERM stop request."""
+"""Run-side outputs and signals: atomic file writes, the config of each start, the JSON-lines metric writer, the
+SIGINT/SIGTERM stop request, and the disk-full diagnosis."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
+import tempfile
 import threading
 from typing import Any
 
@@ -11,10 +15,67 @@ from absl import logging
 from clu import metric_writers
 
 
-class JsonlWriter(metric_writers.MetricWriter):
-    """Appends scalars as JSON lines to ``workdir/metrics.jsonl`` (one object per step)."""
+def write_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so a reader (or a
+    crash) never sees half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
-    def __init__(self, path: str):
+
+def write_config(workdir: str, config: Any) -> str:
+    """Writes the resolved config of this start: ``config.json`` for the first start of a workdir, then
+    ``config.2.json``, ``config.3.json``... so each start's settings are kept. Returns the path written."""
+    path, start = os.path.join(workdir, "config.json"), 1
+    while os.path.exists(path):
+        start += 1
+        path = os.path.join(workdir, f"config.{start}.json")
+    write_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
+    return path
+
+
+def no_space(error: BaseException) -> OSError | None:
+    """The "no space left on device" error behind ``error`` (itself, or anywhere in its cause chain), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error
+        if "No space left on device" in str(error):
+            return OSError(errno.ENOSPC, "No space left on device", getattr(error, "filename", None))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line, or None for a line a killed run left half-written."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+    """Appends scalars as JSON lines to ``workdir/metrics.jsonl`` (one object per step).
+
+    Args:
+      path: the file.
+      resume_step: the step a resumed run restarts after; rows of later steps (logged by the interrupted run
+        after its last checkpoint, and about to be logged again) are dropped first.
+    """
+
+    def __init__(self, path: str, resume_step: int = 0):
+        if resume_step and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                rows = [line for line in f if _step_of(line) is not None and _step_of(line) <= resume_step]
+            write_atomic(path, "".join(rows))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:

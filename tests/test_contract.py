@@ -7,20 +7,22 @@ import importlib
 import inspect
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from jsbir import sharding, train
-from jsbir.data import pipeline, semantics
-from jsbir.data.types import DatasetInfo
+from jsbir.data import pipeline, with_class_graph
+from jsbir.data.types import DatasetInfo, SbirData
 from jsbir.methods import api, available_methods, get_method
 
 SIZE, BATCH, CLASSES = 32, 16, 6
 
 
-def _info() -> DatasetInfo:
+def _info(unseen_seed: int = 0, setting: str = "inductive") -> DatasetInfo:
     vectors = np.random.default_rng(0).normal(size=(CLASSES, 12)).astype(np.float32)
-    return DatasetInfo(
+    vectors[4:] = np.random.default_rng(unseen_seed).normal(size=(2, 12))  # the unseen classes' vectors
+    info = DatasetInfo(
         name="toy",
         split="toy",
         class_names=tuple(f"c{i}" for i in range(CLASSES)),
@@ -28,9 +30,9 @@ def _info() -> DatasetInfo:
         unseen=(4, 5),
         semantics=vectors,
         image_size=SIZE,
-        class_graph=semantics.class_graph(vectors, kind="knn", k=2),
-        semantic_distance=semantics.semantic_distances(vectors).astype(np.float32),
     )
+    config = ml_collections.ConfigDict({"graph": "knn", "graph_k": 2, "semantics_setting": setting})
+    return with_class_graph(SbirData(info, *[None] * 4), config).info
 
 
 def _setup(name: str):
@@ -111,3 +113,21 @@ def test_config_declares_what_the_shared_code_reads(name):
 
     assert spec.protocol in PROTOCOLS and spec.views >= 1
     assert config.loss and config.model.embed_dim > 0
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_unseen_class_vectors_reach_training_only_when_transductive(name):
+    """Inductive by default: changing only the unseen classes' vectors changes neither the class graph among the
+    seen classes nor the training loss; the transductive option lets them in."""
+    config, method, model, example, _, state = _setup(name)
+    batch = jax.tree.map(jax.numpy.asarray, _batch(example))
+    rng = jax.random.key(0)
+
+    def loss(unseen_seed, setting):
+        other = method.Model.from_config(config.model, _info(unseen_seed, setting))
+        total, _ = method.loss_fn(other, state.params, state.model_state, batch, rng, 0.5, config=config.loss)
+        return float(total)
+
+    assert not _info(1).class_graph[4:].any() and not _info(1).class_graph[:, 4:].any()
+    assert loss(1, "inductive") == loss(2, "inductive")
+    assert loss(1, "transductive") != loss(2, "transductive")

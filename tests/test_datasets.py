@@ -35,6 +35,7 @@ def _config(tmp_path: Path, name: str, root: Path | str, **kwargs):
     config = common.data_config(name, SIZE)
     config.root = str(root)
     config.data_dir = str(tmp_path / "tfds")
+    config.val_fraction = 0.0  # these tests check loading and the zero-shot division (test_validation: the rest)
     config.update(kwargs)
     return config
 
@@ -307,6 +308,16 @@ def test_corrupt_image_fails_cleanly_or_is_skipped(tmp_path):
     assert sum(len(x) for x in (data.train_photos, data.test_photos)) == 3
     (prepared,) = data_dir.glob("jsbir_folder/*/*/metadata.json")
     assert json.loads(prepared.read_text())["skipped"] == ["photo/cat/n00000001_0.png"]
+    assert data.info.skipped_files == ("photo/cat/n00000001_0.png",)
+    # The skipping preparation is keyed by that setting: a run without it never reuses it, and fails again.
+    assert prepared.parent.parent.name.endswith("_skipcorrupt")
+    with pytest.raises(manual.CorruptImageError, match=r"photo/cat/n00000001_0.png"):
+        get_dataset(_config(tmp_path, "folder", root, split="random1_seed0"))
+    # A folder a killed preparation left behind is removed by the next one.
+    stale = prepared.parent.parent / "incomplete.KILLED_1.0.0"
+    stale.mkdir()
+    get_dataset(_config(tmp_path, "folder", root, split="random1_seed0", skip_corrupt=True))
+    assert not stale.exists()
 
 
 def test_bad_drawing_and_bad_mat_files(tmp_path):

@@ -80,7 +80,7 @@ def test_zero_shot_and_fine_grained_sets():
     broken = SbirData(
         data.info, data.train_sketches, data.train_photos, data.test_sketches, data.test_photos.select(np.arange(11))
     )
-    with pytest.raises(ValueError, match=r"needs every test sketch's own photo"):
+    with pytest.raises(ValueError, match=r"needs every sketch's own photo"):
         get_protocol("fine_grained").sets(broken)
     with pytest.raises(ValueError, match=r"unknown evaluation protocol 'instance'"):
         get_protocol("instance")

@@ -91,9 +91,9 @@ def ref_query(scores, rel, k):
         "voc": ref_voc(ranked, total),
         "sempcyc": 0.0 if math.isnan(sempcyc) else sempcyc,
         "sake": ref_voc(top_rel, min(kk, total)),
-        "yelamarthi": sum(sum(top_rel[: i + 1]) / (i + 1) for i in range(kk) if top_rel[i]) / kk,
+        "yelamarthi": sum(sum(top_rel[: i + 1]) / (i + 1) for i in range(kk) if top_rel[i]) / k,
         "k": hits / kk,
-        "min": hits / min(kk, total) if total else 0.0,
+        "min": sum(ranked[: min(k, total)]) / min(k, total) if total else math.nan,
     }
 
 
@@ -150,7 +150,7 @@ def test_map_at_k_and_precision_match_reference(seed, k):
         got = metrics.map_at_k(scores, relevant, k, variant)
         assert got == pytest.approx(expected, rel=1e-12), variant
     for variant in ("k", "min"):
-        expected = np.mean([p[variant] for p in per_query])
+        expected = np.nanmean([p[variant] for p in per_query])
         assert metrics.precision_at_k(scores, relevant, k, variant) == pytest.approx(expected)
 
 
@@ -177,7 +177,7 @@ def test_no_positive_policies():
     assert metrics.mean_average_precision(scores, relevant, "voc", "drop") == 1.0
     assert metrics.map_at_k(scores, relevant, 1, "sempcyc") == 0.5
     assert metrics.map_at_k(scores, relevant, 1, "sake") == 1.0  # the empty query is dropped
-    assert metrics.precision_at_k(scores, relevant, 2, "min") == 0.5
+    assert metrics.precision_at_k(scores, relevant, 2, "min") == 1.0  # the empty query is dropped
     with pytest.raises(ValueError, match="no_positive"):
         metrics.mean_average_precision(scores, relevant, no_positive="skip")
 
@@ -193,6 +193,24 @@ def test_methods_md_map_at_200_example():
     assert metrics.map_at_k(scores, relevant, 200, "yelamarthi") == pytest.approx(total / 200)
     assert metrics.precision_at_k(scores, relevant, 10, "k") == pytest.approx(0.2)
     assert metrics.precision_at_k(scores, relevant, 10, "min") == pytest.approx(2 / 3)
+
+
+def test_zse_sbir_precision_reads_the_first_min_k_r_ranks():
+    # Query of class 1, gallery labels [0, 1, 0], scores [.9, .8, .7], K = 10: R = 1, so only rank 1 counts, and it
+    # is of class 0. Dividing the hits in the top 10 by min(10, R) would give 1.0 instead.
+    scores = np.array([[0.9, 0.8, 0.7]])
+    relevant = np.array([[False, True, False]])
+    assert metrics.precision_at_k(scores, relevant, 10, "min") == 0.0
+    values = metrics.retrieval_metrics(scores, np.array([1]), np.array([0, 1, 0]), ks=(10,))
+    assert values["prec@10[min]"] == 0.0 and values["prec@10[k]"] == pytest.approx(1 / 3)
+
+
+def test_yelamarthi_divides_by_200_with_a_smaller_gallery():
+    # Three items, the relevant one first: AP sums to 1, divided by 200 (not by the 3 items there are).
+    scores = np.array([[0.9, 0.8, 0.7]])
+    relevant = np.array([[True, False, False]])
+    assert metrics.map_at_k(scores, relevant, 200, "yelamarthi") == pytest.approx(1 / 200)
+    assert metrics.map_at_k(scores, relevant, 200, "sake") == 1.0
 
 
 def test_sake_map_at_k_interpolates():
@@ -420,3 +438,21 @@ def test_unknown_variants_are_rejected():
         metrics.map_at_k(scores, relevant, 200, "sklearn")
     with pytest.raises(ValueError, match="k must be"):
         metrics.precision_at_k(scores, relevant, 0)
+
+
+def test_itq_conventions():
+    rng = np.random.default_rng(0)
+    queries, gallery = rng.normal(size=(40, 12)), rng.normal(size=(60, 12))
+    model = metrics.fit_itq(gallery, 8, seed=1)
+    q, g = metrics.itq_codes(queries, gallery, 8, "gallery", seed=1)
+    np.testing.assert_array_equal(q, model.encode(queries))
+    np.testing.assert_array_equal(g, model.encode(gallery))
+    # SEM-PCYC's convention: fitted on the queries, each set centred on its own mean, so moving the whole gallery
+    # changes none of its codes (while the gallery convention refits on it).
+    q1, g1 = metrics.itq_codes(queries, gallery, 8, "sempcyc", seed=1)
+    q2, g2 = metrics.itq_codes(queries, gallery + 5.0, 8, "sempcyc", seed=1)
+    np.testing.assert_array_equal(q1, q2)
+    np.testing.assert_array_equal(g1, g2)
+    np.testing.assert_array_equal(q1, metrics.fit_itq(queries, 8, seed=1).encode(queries))
+    with pytest.raises(ValueError, match="ITQ convention"):
+        metrics.itq_codes(queries, gallery, 8, "query")

@@ -376,3 +376,19 @@ def test_keras_port_names_the_missing_layer(keras, tmp_path):
     model.save_weights(path)
     with pytest.raises(KeyError, match="no layer 'conv1_conv'"):
         keras_ports.load_keras_resnet50(path)
+
+
+def test_damaged_or_foreign_weight_files_are_named(tmp_path):
+    from jsbir.weights.torch_pickle import DamagedWeightsError
+
+    whole = open(efficientnet_lite0_weights_path(), "rb").read()
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(whole[:2000])
+    with pytest.raises(DamagedWeightsError, match=r"damaged.pth is damaged or not a PyTorch state dict"):
+        load_efficientnet_lite0(damaged)
+    text = tmp_path / "weights.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(ValueError, match=r"weights.h5 is not an HDF5 file, so not Keras weights"):
+        keras_ports.load_keras_vgg16(text)
+    with pytest.raises(DamagedWeightsError, match=r"weights.h5 is damaged or not a PyTorch"):
+        load_efficientnet_lite0(text)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jsbir.data import semantics
+from jsbir.data import semantics, validation
 from jsbir.data.records import class_ids, load_split, tfds_data_dir
 from jsbir.data.types import DatasetInfo, SbirData, split_modalities
 
@@ -70,28 +70,45 @@ _REAL = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw", "qmul_v1
 DATASETS: dict[str, Callable[[Any], SbirData]] = {"synthetic": _synthetic, **{n: _real(n) for n in _REAL}}
 
 
+SEMANTICS_SETTINGS = ("inductive", "transductive")
+
+
 def with_class_graph(data: SbirData, config: Any) -> SbirData:
     """``data`` with ``info.class_graph`` and ``info.semantic_distance`` built from its class vectors.
 
+    Inductive (the default): the graph is built on the vectors of the classes training may use, the seen ones, and
+    every other class is an isolated node, so no unseen vector can reach a seen prototype. Transductive (a named
+    option, stated in every report): the graph joins all classes.
+
     Args:
       data: a loaded dataset.
-      config: the ``config.data`` section (``graph``: "knn" or "mst"; ``graph_k``: neighbours for "knn").
+      config: the ``config.data`` section (``graph``: "knn" or "mst"; ``graph_k``: neighbours for "knn";
+        ``semantics_setting``: "inductive" or "transductive").
+
+    Raises:
+      ValueError: an unknown setting.
     """
-    vectors = data.info.semantics
+    setting = config.semantics_setting
+    if setting not in SEMANTICS_SETTINGS:
+        raise ValueError(f"config.data.semantics_setting={setting!r} is not one of {SEMANTICS_SETTINGS}")
+    info = dataclasses.replace(data.info, semantics_setting=setting)
+    vectors, used = info.semantics, np.flatnonzero(info.graph_mask)
+    graph = np.zeros((info.num_classes, info.num_classes), bool)
+    graph[np.ix_(used, used)] = semantics.class_graph(vectors[used], kind=config.graph, k=config.graph_k)
     info = dataclasses.replace(
-        data.info,
-        class_graph=semantics.class_graph(vectors, kind=config.graph, k=config.graph_k),
-        semantic_distance=semantics.semantic_distances(vectors).astype(np.float32),
+        info, class_graph=graph, semantic_distance=semantics.semantic_distances(vectors).astype(np.float32)
     )
     return dataclasses.replace(data, info=info)
 
 
 def get_dataset(config: Any) -> SbirData:
-    """Loads the dataset named by ``config.name`` (the ``config.data`` section), with its class graph.
+    """Loads the dataset named by ``config.name`` (the ``config.data`` section), holds out its validation split
+    (``config.val_fraction``) and builds its class graph.
 
     Raises:
       ValueError: for an unknown name, naming the known ones.
     """
     if config.name not in DATASETS:
         raise ValueError(f"config.data.name={config.name!r} is not one of {sorted(DATASETS)}")
-    return with_class_graph(DATASETS[config.name](config), config)
+    data = validation.hold_out(DATASETS[config.name](config), config.val_fraction, config.data_seed)
+    return with_class_graph(data, config)

@@ -124,10 +124,11 @@ def divide(
     return test
 
 
-def _info(config: Any, name: str, split: str, names: tuple[str, ...], seen, unseen) -> DatasetInfo:
+def _info(config: Any, builder: Any, split: str, seen, unseen) -> DatasetInfo:
+    names = tuple(builder.info.features["label"].names)
     vectors = semantics.class_semantics(_opt(config, "semantics"), names, _opt(config, "semantics_file"))
     return DatasetInfo(
-        name=name,
+        name=config.name,
         split=split,
         class_names=names,
         seen=tuple(seen),
@@ -135,6 +136,7 @@ def _info(config: Any, name: str, split: str, names: tuple[str, ...], seen, unse
         semantics=vectors,
         image_size=config.image_size,
         generalized=bool(config.generalized),
+        skipped_files=tuple(builder.info.metadata.get("skipped", ())) if builder.info.metadata else (),
     )
 
 
@@ -148,6 +150,11 @@ def zero_shot(config: Any, name: str) -> SbirData:
         split = default or f"random{max(1, round(0.2 * len(names)))}_seed0"
     unseen_names, source = splits.resolve_split(split, names)
     unseen = splits.match_classes(names, unseen_names, source)
+    if len(unseen) >= len(names):
+        raise ValueError(
+            f"config.data.split={config.split!r} ({source}) lists all {len(names)} classes as unseen: no seen class "
+            "is left to train on"
+        )
     arrays = load_split(builder, "full")
     test = divide(arrays, names, unseen, _opt(config, "test_fraction"), config.data_seed)
     train_sketches, train_photos = split_modalities(_select(arrays, ~test))
@@ -158,7 +165,7 @@ def zero_shot(config: Any, name: str) -> SbirData:
         len(test_sketches), len(test_photos),
     )  # fmt: skip
     seen = [i for i in range(len(names)) if i not in set(unseen)]
-    info = _info(config, name, split, names, seen, unseen)
+    info = _info(config, builder, split, seen, unseen)
     return SbirData(info, train_sketches, train_photos, test_sketches, test_photos)
 
 
@@ -174,10 +181,9 @@ def fine_grained(config: Any, name: str) -> SbirData:
             raise ValueError(f"{config.root} holds QMUL-V1 subsets {list(found)}: choose one with config.data.subset")
         subset = found[0] if found else ""
     builder = _prepare(name, builder_cls, qmul.make_config(config.image_size, subset), config)
-    names = tuple(builder.info.features["label"].names)
     train_sketches, train_photos = split_modalities(load_split(builder, "train"))
     test_sketches, test_photos = split_modalities(load_split(builder, "test"))
-    info = _info(config, name, "official", names, (0,), (0,))
+    info = _info(config, builder, "official", (0,), (0,))
     return SbirData(info, train_sketches, train_photos, test_sketches, test_photos)
 
 

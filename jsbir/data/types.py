@@ -54,6 +54,11 @@ class DatasetInfo:
       class_graph: (num_classes, num_classes) bool adjacency of the class graph built from ``semantics``
         (``config.data.graph``), no self loops; set by ``jsbir.data.get_dataset``.
       semantic_distance: (num_classes, num_classes) float32 distances between the class vectors.
+      semantics_setting: "inductive" (training may use the seen classes' vectors only: the class graph joins
+        seen classes, unseen ones are isolated nodes) or "transductive" (every class's vector, a named option).
+      validation: label ids of the seen classes held out of training as pseudo-unseen validation classes
+        (``jsbir.data.validation``); empty when validation holds out instances or nothing.
+      skipped_files: images left out because they could not be decoded (``config.data.skip_corrupt``).
     """
 
     name: str
@@ -66,10 +71,20 @@ class DatasetInfo:
     generalized: bool = False
     class_graph: np.ndarray | None = None
     semantic_distance: np.ndarray | None = None
+    semantics_setting: str = "inductive"
+    validation: tuple[int, ...] = ()
+    skipped_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def graph_mask(self) -> np.ndarray:
+        """(num_classes,) bool: the classes whose vectors training may relate (class graph edges, topology)."""
+        if self.semantics_setting == "transductive":
+            return np.ones(self.num_classes, bool)
+        return self.seen_mask
 
     @property
     def seen_mask(self) -> np.ndarray:
@@ -81,13 +96,18 @@ class DatasetInfo:
 
 @dataclasses.dataclass(frozen=True)
 class SbirData:
-    """A dataset in memory: training and test examples of both modalities, and its info."""
+    """A dataset in memory: training, test and (optionally) validation examples of both modalities, and its info.
+
+    The validation examples are cut from the training split of seen classes (``jsbir.data.validation``).
+    """
 
     info: DatasetInfo
     train_sketches: Images
     train_photos: Images
     test_sketches: Images
     test_photos: Images
+    val_sketches: Images | None = None
+    val_photos: Images | None = None
 
     def training_pairs(self) -> tuple[Images, Images]:
         """Sketches and photos of the seen classes from the training split."""

@@ -33,14 +33,18 @@ class Evaluator:
       data: the dataset.
       config: the run config (``eval`` section and names for the report).
       mesh: the device mesh.
+      split: "test" (the protocol's test sets) or "validation" (its sets from the held-out validation examples).
     """
 
-    def __init__(self, method: Any, model: Any, data: SbirData, config: Any, mesh: Any):
-        self.method, self.config, self.mesh, self.info = method, config, mesh, data.info
+    def __init__(self, method: Any, model: Any, data: SbirData, config: Any, mesh: Any, split: str = "test"):
+        self.method, self.config, self.mesh, self.info, self.split = method, config, mesh, data.info, split
         self.spec = method.evaluation(config)
         self.preprocessing = method.inputs(config).preprocess
         self.protocol = protocols.get_protocol(self.spec.protocol)
-        self.sets = self.protocol.sets(data)
+        choose = {"test": self.protocol.sets, "validation": self.protocol.validation_sets}
+        if split not in choose:
+            raise ValueError(f"evaluation split {split!r} is not one of {sorted(choose)}")
+        self.sets = choose[split](data)
         modalities = ("sketch", "photo")
         self._embed = {m: jax.jit(lambda v, x, m=m: method.embed(model, v, x, m)) for m in modalities}
         self._codes = (
@@ -116,10 +120,12 @@ class Evaluator:
         scoring = "learned score" if self._score else "dot product"
         representations = {"float": {"description": f"{dim}-d float32, {scoring}", "bytes_per_item": 4 * dim}}
         bits = min(cfg.eval.hash_bits, dim)
-        itq = metrics.fit_itq(g_views[0], bits, seed=cfg.seed)
-        values.update(self._hamming_metrics(f"itq{bits}", itq.encode(q_views[0]), itq.encode(g_views[0]), bits))
+        convention = cfg.eval.itq
+        q_itq, g_itq = metrics.itq_codes(q_views[0], g_views[0], bits, convention, seed=cfg.seed)
+        values.update(self._hamming_metrics(f"itq{bits}", q_itq, g_itq, bits))
+        fitted = {"gallery": "fitted on the gallery", "sempcyc": "SEM-PCYC's: fitted on the queries"}[convention]
         representations[f"itq{bits}"] = {
-            "description": f"ITQ {bits}-bit codes of the float embedding (fitted on the gallery), Hamming",
+            "description": f"ITQ {bits}-bit codes of the float embedding ({fitted}), Hamming",
             "bytes_per_item": math.ceil(bits / 8),
         }
         if q_codes is not None:
@@ -137,7 +143,11 @@ class Evaluator:
             "dataset": info.name,
             "split": info.split,
             "generalized": info.generalized,
+            "semantics": info.semantics_setting,
             "protocol": self.protocol.name,
+            "evaluated_on": self.split,
+            "validation_classes": [info.class_names[c] for c in info.validation],
+            "skipped_files": list(info.skipped_files),
             "views": self.spec.views,
             "step": int(jax.device_get(state.step)),
             "embedding_dim": int(dim),
@@ -157,8 +167,12 @@ class Evaluator:
         if writer is not None:
             writer.write_scalars(result["step"], {f"eval/{k}": v for k, v in values.items()})
         if write:
-            report.write_report(result, workdir)
-            if jax.process_index() == 0 and sets.queries.image.ndim == 4 and sets.gallery.image.ndim == 4:
+            report.write_report(result, workdir, "report.json" if self.split == "test" else f"{self.split}.json")
+            if (
+                jax.process_index() == 0
+                and self.split == "test"
+                and sets.queries.image.ndim == sets.gallery.image.ndim == 4
+            ):
                 picture = grid.retrieval_grid(sets, scores, cfg.eval.grid_queries, cfg.eval.grid_topk)
                 picture.save(os.path.join(workdir, "retrieval_grid.png"))
         return result

@@ -8,6 +8,10 @@
   photo's mean and median rank as well when every query's own photo is in the gallery (paired sketches).
 * ``fine_grained``: the queries are all test sketches, the gallery all test photos, and each sketch's target is
   the photo with its ``instance_id`` (every sketch must have one): acc@K and the target's mean and median rank.
+
+Each protocol also builds its validation sets, the same way, from the held-out validation examples
+(``jsbir.data.validation``): held-out seen classes for ``zero_shot``, held-out training instances for
+``fine_grained``.
 """
 
 from __future__ import annotations
@@ -74,16 +78,34 @@ def _zero_shot_metrics(scores: np.ndarray, sets: EvalSets, config: Any) -> dict[
     return values
 
 
-def _fine_grained_sets(data: SbirData) -> EvalSets:
-    queries, gallery = data.test_sketches, data.test_photos
+def _instance_sets(queries: Images, gallery: Images, what: str) -> EvalSets:
     targets = own_targets(queries.instance_id, gallery.instance_id)
     if targets is None:
         raise ValueError(
-            f"dataset {data.info.name!r}: the fine_grained protocol needs every test sketch's own photo in the "
-            "test photos (matching instance_id), and some have none"
+            f"{what}: the fine_grained protocol needs every sketch's own photo in the gallery (matching "
+            "instance_id), and some have none"
         )
-    sets = EvalSets(queries, gallery, targets, instance_level=True)
-    return _check_nonempty(sets, f"dataset {data.info.name!r} (test split)")
+    return _check_nonempty(EvalSets(queries, gallery, targets, instance_level=True), what)
+
+
+def _fine_grained_sets(data: SbirData) -> EvalSets:
+    return _instance_sets(data.test_sketches, data.test_photos, f"dataset {data.info.name!r} (test split)")
+
+
+def _validation(data: SbirData) -> tuple[Images, Images]:
+    if data.val_sketches is None or data.val_photos is None:
+        raise ValueError(f"dataset {data.info.name!r} has no validation split: set config.data.val_fraction above 0")
+    return data.val_sketches, data.val_photos
+
+
+def _zero_shot_validation(data: SbirData) -> EvalSets:
+    queries, gallery = _validation(data)
+    sets = EvalSets(queries, gallery, own_targets(queries.instance_id, gallery.instance_id))
+    return _check_nonempty(sets, f"dataset {data.info.name!r} (validation classes)")
+
+
+def _fine_grained_validation(data: SbirData) -> EvalSets:
+    return _instance_sets(*_validation(data), f"dataset {data.info.name!r} (validation instances)")
 
 
 def _fine_grained_metrics(scores: np.ndarray, sets: EvalSets, config: Any) -> dict[str, float]:
@@ -96,19 +118,27 @@ class Protocol:
 
     Attributes:
       name: the registry name.
-      sets: ``data -> EvalSets``.
+      sets: ``data -> EvalSets``, the test sets.
+      validation_sets: ``data -> EvalSets`` from the held-out validation examples.
       metrics: ``(scores, sets, eval_config) -> {name: value}``; names are keys of
         ``jsbir.metrics.METRIC_DESCRIPTIONS`` (with K filled in).
+      select_metric: the validation metric that chooses checkpoints unless the config names another.
     """
 
     name: str
     sets: Callable[[SbirData], EvalSets]
+    validation_sets: Callable[[SbirData], EvalSets]
     metrics: Callable[[np.ndarray, EvalSets, Any], dict[str, float]]
+    select_metric: str
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "zero_shot": Protocol("zero_shot", _zero_shot_sets, _zero_shot_metrics),
-    "fine_grained": Protocol("fine_grained", _fine_grained_sets, _fine_grained_metrics),
+    "zero_shot": Protocol(
+        "zero_shot", _zero_shot_sets, _zero_shot_validation, _zero_shot_metrics, select_metric="map@all[exact]"
+    ),
+    "fine_grained": Protocol(
+        "fine_grained", _fine_grained_sets, _fine_grained_validation, _fine_grained_metrics, select_metric="acc@1"
+    ),
 }
 
 

@@ -8,13 +8,14 @@ from typing import Any
 
 import jax
 
+from jsbir.writers import write_atomic
 
-def write_report(report: dict[str, Any], workdir: str) -> None:
-    """Writes ``report.json`` (process 0) and prints the main metrics as a table."""
+
+def write_report(report: dict[str, Any], workdir: str, name: str = "report.json") -> None:
+    """Writes the report to ``workdir/name`` (process 0) and prints the main metrics as a table."""
     if jax.process_index() != 0:
         return
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    write_atomic(os.path.join(workdir, name), json.dumps(report, indent=2, sort_keys=True))
     print(format_table(report))
 
 

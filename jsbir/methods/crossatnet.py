@@ -40,13 +40,20 @@ def _normalise(x: jax.Array) -> jax.Array:
 
 
 class Head(nn.Module):
-    """Features -> shared-space embedding: Dense, ReLU, Dense."""
+    """Features -> shared-space embedding: (BatchNorm,) Dense, ReLU, Dense.
+
+    ``norm`` batch-normalises the input (batch statistics in training, running averages at test), so that
+    embeddings do not all start in the one direction that pooled post-ReLU features share.
+    """
 
     features: int
     hidden: int = 256
+    norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.norm:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         return nn.Dense(self.features)(nn.relu(nn.Dense(self.hidden)(x)))
 
 
@@ -58,6 +65,8 @@ class Model(nn.Module):
       graph: padded class graph whose nodes are the class side-information vectors.
       num_classes: real classes in ``graph``.
       seen_mask: (num_classes,) bool numpy array of the training classes.
+      graph_mask: (num_classes,) bool numpy array of the classes the topology term relates (the seen ones unless
+        the dataset's semantics are transductive).
       semantic_distance: (num_classes, num_classes) semantic distances for the topology term.
       embed_dim: embedding size.
       hash_bits: code length.
@@ -68,11 +77,13 @@ class Model(nn.Module):
       key_features: attention query and key features.
       value_features: attention value features (the attended photo feature).
       gcn_features: hidden widths of the GCN; its output is ``embed_dim``.
+      head_norm: batch-normalise the embedding heads' inputs.
     """
 
     graph: jraph.GraphsTuple
     num_classes: int
     seen_mask: np.ndarray
+    graph_mask: np.ndarray
     semantic_distance: np.ndarray
     embed_dim: int = 64
     hash_bits: int = 64
@@ -83,6 +94,7 @@ class Model(nn.Module):
     key_features: int = 128
     value_features: int = 256
     gcn_features: tuple[int, ...] = (128,)
+    head_norm: bool = False
 
     @classmethod
     def from_config(cls, config: Any, info: Any) -> Model:
@@ -91,6 +103,7 @@ class Model(nn.Module):
             graph=gcn.padded_graph(info.class_graph, info.semantics),
             num_classes=info.num_classes,
             seen_mask=info.seen_mask,
+            graph_mask=info.graph_mask,
             semantic_distance=info.semantic_distance,
             embed_dim=config.embed_dim,
             hash_bits=config.hash_bits,
@@ -101,6 +114,7 @@ class Model(nn.Module):
             key_features=config.key_features,
             value_features=config.value_features,
             gcn_features=tuple(config.gcn_features),
+            head_norm=config.head_norm,
         )
 
     def setup(self):
@@ -110,24 +124,24 @@ class Model(nn.Module):
         self.sketch_query = nn.Dense(self.key_features)
         self.photo_query = nn.Dense(self.key_features)
         self.photo_attention = attention.AttentionPool(self.heads, self.key_features, self.value_features)
-        self.sketch_head = Head(self.embed_dim)
-        self.photo_head = Head(self.embed_dim)
+        self.sketch_head = Head(self.embed_dim, norm=self.head_norm)
+        self.photo_head = Head(self.embed_dim, norm=self.head_norm)
         self.hash = nn.Dense(self.hash_bits)
         self.class_gcn = gcn.GCN(features=(*self.gcn_features, self.embed_dim))
 
     def sketch(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         """A sketch's pooled feature, attention query and embedding."""
         pooled = jnp.mean(self.sketch_net(images, train=train), axis=(1, 2))
-        return {"pooled": pooled, "query": self.sketch_query(pooled), "embedding": self.sketch_head(pooled)}
+        return {"pooled": pooled, "query": self.sketch_query(pooled), "embedding": self.sketch_head(pooled, train)}
 
     def photo(self, images: jax.Array, query: jax.Array | None = None, train: bool = False) -> dict[str, jax.Array]:
         """A photo's embedding by self-attention, and by the given (sketch) query's attention when one is given."""
         fmap = self.photo_net(images, train=train)
         pooled, weights = self.photo_attention(self.photo_query(jnp.mean(fmap, axis=(1, 2))), fmap)
-        out = {"embedding": self.photo_head(pooled), "attention": weights}
+        out = {"embedding": self.photo_head(pooled, train), "attention": weights}
         if query is not None:
             guided, guided_weights = self.photo_attention(query, fmap)
-            out.update(guided_embedding=self.photo_head(guided), guided_attention=guided_weights)
+            out.update(guided_embedding=self.photo_head(guided, train), guided_attention=guided_weights)
         return out
 
     def encode(self, images: jax.Array, modality: str) -> jax.Array:
@@ -194,7 +208,8 @@ def loss_fn(
       (loss, (model_state, measurements)).
     """
     del rng
-    _, out = model.apply({"params": params, **model_state}, batch, train=True)
+    (_, out), updated = model.apply({"params": params, **model_state}, batch, train=True, mutable=["batch_stats"])
+    model_state = {**model_state, **updated}
     s, p, labels = out["sketch"], out["photo"], batch["label"]
     seen = jnp.asarray(model.seen_mask)
 
@@ -209,7 +224,7 @@ def loss_fn(
     cls_s, logits_s = losses.prototype_cross_entropy(s["embedding"], protos, labels, config.temperature, seen)
     cls_p, logits_p = losses.prototype_cross_entropy(p["guided_embedding"], protos, labels, config.temperature, seen)
     l_cls = 0.5 * (cls_s + cls_p)
-    l_topo = losses.topology_loss(protos, jnp.asarray(model.semantic_distance))
+    l_topo = losses.topology_loss(protos, jnp.asarray(model.semantic_distance), jnp.asarray(model.graph_mask))
     l_att = _kl_rows(jax.lax.stop_gradient(p["guided_attention"]), p["attention"])
 
     beta = hashing.slope(progress, config.hash_slope_start, config.hash_slope_end)
@@ -262,5 +277,5 @@ METHOD = api.Method(
     loss_fn=loss_fn,
     embed=embed,
     codes=codes,
-    evaluation=lambda config: api.EvalSpec(codes=True, code_bits=config.model.hash_bits),
+    evaluation=lambda config: api.EvalSpec(views=config.eval.views, codes=True, code_bits=config.model.hash_bits),
 )

@@ -6,11 +6,13 @@ keyed by a name that ``METRIC_DESCRIPTIONS`` explains (definitions and sources: 
 """
 
 from jsbir.metrics.hashing import (
+    ITQ_CONVENTIONS,
     ITQ_UPDATES,
     ItqModel,
     fit_itq,
     hamming_distance,
     hamming_scores,
+    itq_codes,
     pack_codes,
 )
 from jsbir.metrics.ranking import (
@@ -30,6 +32,7 @@ from jsbir.metrics.suite import METRIC_DESCRIPTIONS, fine_grained_metrics, retri
 
 __all__ = [
     "AP_VARIANTS",
+    "ITQ_CONVENTIONS",
     "ITQ_UPDATES",
     "MAP_AT_K_VARIANTS",
     "METRIC_DESCRIPTIONS",
@@ -43,6 +46,7 @@ __all__ = [
     "fit_itq",
     "hamming_distance",
     "hamming_scores",
+    "itq_codes",
     "map_at_k",
     "mean_average_precision",
     "pack_codes",

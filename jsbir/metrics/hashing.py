@@ -14,6 +14,8 @@ import numpy as np
 from jsbir.metrics.ranking import _check_variant, _row_chunks
 
 ITQ_UPDATES = ("procrustes", "sempcyc")
+# Which set ITQ is fitted on and how each set is centred (see `itq_codes`).
+ITQ_CONVENTIONS = ("gallery", "sempcyc")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -100,6 +102,32 @@ def fit_itq(
         rotation = _rotation_update(b, v, update)
         losses.append(float(np.sum((b - v @ rotation) ** 2)))
     return ItqModel(mean=mean, projection=projection, rotation=rotation, losses=losses)
+
+
+def itq_codes(
+    queries: np.ndarray, gallery: np.ndarray, bits: int, convention: str = "gallery", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """ITQ codes of a query set and a gallery under one of two conventions.
+
+    Args:
+      queries: (Q, d) query features.
+      gallery: (N, d) gallery features.
+      bits: code length.
+      convention: "gallery" (ITQ fitted on the gallery, both sets centred on the gallery's mean: the gallery is
+        what an index holds, queries arrive one at a time) or "sempcyc" (SEM-PCYC's evaluation: fitted on the
+        queries, each set centred on its own mean).
+      seed: the initial rotation's seed.
+
+    Returns:
+      (Q, bits) and (N, bits) int8 codes in {-1, +1}.
+    """
+    _check_variant("ITQ convention", convention, ITQ_CONVENTIONS)
+    if convention == "gallery":
+        model = fit_itq(gallery, bits, seed=seed)
+        return model.encode(queries), model.encode(gallery)
+    model = fit_itq(queries, bits, seed=seed)
+    own = [np.asarray(x, np.float64) - np.mean(x, axis=0) + model.mean for x in (queries, gallery)]
+    return model.encode(own[0]), model.encode(own[1])
 
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ Conventions (docs/metrics.md has each variant's definition and whose code it mat
   (hash codes, half precision) depend on the sort implementation. The exception is sklearn's
   convention ("exact" AP, and SEM-PCYC's mAP@K which calls it): there a run of tied scores is one
   threshold, so tie order cannot matter.
-- A cut-off k larger than the gallery is clamped to N (SAKE's and SEM-PCYC's code do the same).
+- A cut-off k larger than the gallery is clamped to N (SAKE's and SEM-PCYC's code do the same), except where a
+  convention divides by k itself (Yelamarthi's mAP@k divides by k whatever the gallery size).
 - Queries are processed in chunks (`_CHUNK_ELEMS` elements of (rows, N) temporaries) so that a
   10k x 10k evaluation stays within a few hundred MB.
 """
@@ -136,7 +137,7 @@ def _map_at_k_kernel(k: int, variant: str) -> _Kernel:
             return _ap_tie_grouped(s[:, :kk], r[:, :kk], 0.0)
         if variant == "sake":
             return _ap_voc(r[:, :kk], np.minimum(kk, r.sum(axis=1)))
-        return (r[:, :kk] * _precision_curve(r[:, :kk])).sum(axis=1) / kk
+        return (r[:, :kk] * _precision_curve(r[:, :kk])).sum(axis=1) / k  # / k even when N < k
 
     return kernel
 
@@ -146,11 +147,13 @@ def _precision_kernel(k: int, variant: str) -> _Kernel:
     _check_k(k)
 
     def kernel(s: np.ndarray, r: np.ndarray) -> np.ndarray:
-        kk = min(k, r.shape[1])
-        hits = r[:, :kk].sum(axis=1)
         if variant == "k":
-            return hits / kk
-        return _divide(hits, np.minimum(kk, r.sum(axis=1)), 0.0)
+            kk = min(k, r.shape[1])
+            return r[:, :kk].sum(axis=1) / kk
+        # ZSE-SBIR precision_eval: relevance averaged over the first min(k, R) ranks; R = 0 gives NaN (dropped).
+        depth = np.minimum(k, r.sum(axis=1))
+        hits = np.take_along_axis(np.cumsum(r, axis=1), np.maximum(depth - 1, 0)[:, None], axis=1)[:, 0]
+        return _divide(hits, depth, np.nan)
 
     return kernel
 
@@ -264,13 +267,13 @@ def map_at_k(scores: np.ndarray, relevant: np.ndarray, k: int = 200, variant: st
     Args:
       scores: (Q, N) similarities.
       relevant: (Q, N) bool relevance.
-      k: cut-off (clamped to N).
+      k: cut-off (clamped to N for the ranks read; "yelamarthi" still divides by k).
       variant: "sempcyc" (SEM-PCYC `apsak`: sklearn AP of the top k alone, i.e. sum of
         rel_i * P@i over the top k / relevant items inside the top k, tied scores inside it
         grouped; 0 if none there), "sake" (SAKE/ZSE-SBIR `eval_AP_inner(top=k)`: VOC-interpolated
         precision summed over the relevant items of the top k / min(k, relevant items); a query
         with no relevant item is NaN there and is dropped) or "yelamarthi" (sum of rel_i * P@i
-        over the top k / k).
+        over the top k / k, by k even when the gallery is smaller, as their code does).
 
     Returns:
       The mean over queries.
@@ -285,13 +288,14 @@ def precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int, variant: st
       scores: (Q, N) similarities.
       relevant: (Q, N) bool relevance.
       k: cut-off (clamped to N).
-      variant: "k" (hits in the top k / k) or "min" (hits / min(k, relevant items), ZSE-SBIR; a
-        query with no relevant item counts 0).
+      variant: "k" (hits in the top k / k) or "min" (ZSE-SBIR's `precision_eval`: hits in the top
+        min(k, R) / min(k, R), R the query's relevant items, i.e. R-precision when R < k; a query with
+        no relevant item is dropped from the mean).
 
     Returns:
       The mean over queries.
     """
-    return _mean(_evaluate(scores, relevant, _precision_kernel(k, variant)), drop_nan=False)
+    return _mean(_evaluate(scores, relevant, _precision_kernel(k, variant)), drop_nan=True)
 
 
 def _target_ranks(scores: np.ndarray, target_index: np.ndarray) -> np.ndarray:

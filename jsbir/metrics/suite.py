@@ -37,9 +37,11 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "divided by the relevant items inside the top 200; 0 if none there",
     "map@200[sake]": "SAKE/ZSE-SBIR eval_AP_inner(top=200): VOC-interpolated AP of the top 200 "
     "divided by min(200, relevant items); queries with no relevant item dropped",
-    "map@200[yelamarthi]": "Yelamarthi et al.: sum over the top 200 of rel_i * precision@i, / 200",
+    "map@200[yelamarthi]": "Yelamarthi et al.: sum over the top 200 of rel_i * precision@i, / 200 (by 200 even "
+    "when the gallery holds fewer items)",
     "prec@K[k]": "relevant items in the top K of the stable ranking / K (SEM-PCYC, SAKE)",
-    "prec@K[min]": "relevant items in the top K / min(K, relevant items) (ZSE-SBIR); 0 if none",
+    "prec@K[min]": "ZSE-SBIR precision_eval: relevant items in the top min(K, R) / min(K, R), R the query's "
+    "relevant items (R-precision when R < K); queries with R = 0 dropped (NaN-mean)",
     "map@all[chance]": "exact expected map@all[stable] of a uniformly random ranking with the "
     "same relevance counts: the floor any model must beat",
     "acc@K": "fine-grained: fraction of queries whose own gallery item has stable rank < K "
@@ -87,7 +89,7 @@ def retrieval_metrics(
     }
     positives = per.pop("positives")
     for name, values in per.items():
-        out[name] = _mean(values, drop_nan=True)  # only "sake" has NaN (no relevant item)
+        out[name] = _mean(values, drop_nan=True)  # "sake" and "min" are NaN for a query with no relevant item
     out["map@all[chance]"] = float(np.mean(_expected_random_ap(positives, scores.shape[1])))
     return out
 

@@ -82,7 +82,13 @@ def read_keras_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Keras weights file {path!r} does not exist")
     out: dict[str, list[np.ndarray]] = {}
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(
+            f"{path} is not an HDF5 file, so not Keras weights (expected a .h5 / .weights.h5 written by Keras): {e}"
+        ) from e
+    with handle as f:
         if "layers" in f and "layer_names" not in f.attrs:
             _read_keras3(f["layers"], out, path)
         elif "model_weights" in f:

@@ -34,6 +34,10 @@ class UnsafePickleError(pickle.UnpicklingError):
     """A weights file names a global that a state dict never needs; it was refused before anything ran."""
 
 
+class DamagedWeightsError(pickle.UnpicklingError):
+    """A weights file that cannot be read as a PyTorch state dict; the message names the file."""
+
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -252,14 +256,23 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
       UnsafePickleError: the file names a global a state dict does not need (the message names it).
-      pickle.UnpicklingError: the file is corrupt or not a PyTorch file.
+      DamagedWeightsError: the file is truncated, corrupt or not a PyTorch file (the message names it).
     """
     source = os.fspath(path)
-    if zipfile.is_zipfile(source):
-        obj = _read_zip(source, source)
-    else:
-        with open(source, "rb") as f:
-            obj = _read_legacy(f, source)
+    try:
+        if zipfile.is_zipfile(source):
+            obj = _read_zip(source, source)
+        else:
+            with open(source, "rb") as f:
+                obj = _read_legacy(f, source)
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError) as e:  # fmt: skip
+        raise DamagedWeightsError(
+            f"{source} is damaged or not a PyTorch state dict (a .pth / .pt written by torch.save): "
+            f"{type(e).__name__}: {e}"
+        ) from e
     out: dict[str, np.ndarray] = {}
     _flatten(obj, source, "", out)
     return out

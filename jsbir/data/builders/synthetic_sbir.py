@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
 from jsbir.data import synthetic
+from jsbir.data.builders import manual
 
 OFFLINE = tfds.download.DownloadConfig(try_download_gcs=False)
 
@@ -178,5 +180,6 @@ def prepare(
         The prepared builder; call `.as_dataset(split=...)` on it.
     """
     builder = SyntheticSbir(config=config or make_config(), data_dir=os.fspath(data_dir))
+    manual.remove_incomplete(Path(builder.data_dir).parent)
     builder.download_and_prepare(download_config=OFFLINE)
     return builder

@@ -1,0 +1,102 @@
+"""Rewrites the README's results tables from the JSON files the quality benchmarks wrote to ``benchmarks/results/``.
+
+Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models);
+every ``ablation`` file gives one table (each variant's validation and test mAP and their change against the full
+model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->``::
+
+    python benchmarks/results_table.py            # rewrite README.md
+    python benchmarks/results_table.py --print    # only print the tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _pm(summary: dict, key: str, digits: int = 3) -> str:
+    if key not in summary:
+        return "-"
+    value = summary[key]
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
+def _where(settings: dict) -> str:
+    if settings["dataset"] == "synthetic":
+        return f"synthetic, {settings['image_size']} px"
+    return f"{os.path.basename(settings['root'].rstrip('/')) or settings['dataset']} ({settings['split']})"
+
+
+def seeds_table(results: list[dict]) -> str:
+    """One row per seeds result."""
+    lines = [
+        "| method | data | backbone, steps | mAP@all | Prec@100 | ITQ codes mAP@all | learned codes mAP@all | "
+        f"validation ({'/'.join(sorted({r['settings']['select_metric'] for r in results}))}) | training s | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s, summary = r["settings"], r["summary"]
+        itq = next((k for k in summary if k.startswith("itq") and k.endswith("map@all[exact]")), "")
+        learned = next((k for k in summary if k.startswith("hash") and k.endswith("map@all[exact]")), "")
+        lines.append(
+            f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'map@all[exact]')}** | "
+            f"{_pm(summary, 'prec@100[k]')} | {_pm(summary, itq)} | {_pm(summary, learned)} | "
+            f"{_pm(summary, s['select_metric'])} | {summary['train_s']['mean']:.0f} | {len(r['seeds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def ablation_table(result: dict) -> str:
+    """One table: each variant's validation and test mAP, and the change against the full model."""
+    s = result["settings"]
+    metric = s["select_metric"]
+    lines = [
+        f"`{s['method']}` on {_where(s)}, seed {result['seed']}:",
+        "",
+        f"| variant | {metric} | change | test mAP@all | change |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in result["variants"].items():
+        delta = row["delta"]
+        lines.append(
+            f"| {name} | {row.get(metric, float('nan')):.3f} | {delta.get(metric, 0.0):+.3f} | "
+            f"{row['map@all[exact]']:.3f} | {delta.get('map@all[exact]', 0.0):+.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def tables(folder: str) -> str:
+    """Every table the result files in ``folder`` make, seeds first."""
+    loaded = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(folder, "*.json")))]
+    seeds = [r for r in loaded if r.get("benchmark") == "seeds"]
+    parts = [seeds_table(seeds)] if seeds else []
+    parts += [ablation_table(r) for r in loaded if r.get("benchmark") == "ablation"]
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=os.path.join(HERE, "results"), help="folder of result JSON files")
+    parser.add_argument("--readme", default=os.path.join(HERE, "..", "README.md"), help="the file to rewrite")
+    parser.add_argument("--print", action="store_true", help="print the tables and write nothing")
+    args = parser.parse_args(argv)
+    text = tables(args.results)
+    if args.print:
+        print(text)
+        return
+    readme = open(args.readme).read()
+    if START not in readme or END not in readme:
+        raise SystemExit(f"{args.readme} has no {START} ... {END} section to rewrite")
+    head, rest = readme.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    with open(args.readme, "w") as f:
+        f.write(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The quality benchmarks' own logic: seed statistics, ablation variants taken from a config, and the README
+tables regenerated from result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import ablation  # noqa: E402
+import results_table  # noqa: E402
+import runs  # noqa: E402
+
+
+def test_mean_and_sample_std():
+    out = runs.mean_and_std([{"a": 1.0, "b": 5.0}, {"a": 2.0}, {"a": 6.0}])
+    assert set(out) == {"a"}  # only figures every run has
+    assert out["a"]["mean"] == pytest.approx(3.0)
+    assert out["a"]["std"] == pytest.approx(((4 + 1 + 9) / 2) ** 0.5)
+    assert (out["a"]["min"], out["a"]["max"]) == (1.0, 6.0)
+
+
+def test_ablation_variants_come_from_the_config():
+    config = runs.make_config("bda:runlocal", ["model.head_norm=True"])
+    variants = ablation.variants(config)
+    assert variants["no adv"] == ["loss.w_adv=0.0"]
+    assert {"no cls", "no ib", "no topo", "no tri"} <= set(variants)
+    assert variants["head_norm=False"] == ["model.head_norm=False"]
+    assert variants["shared_backbone=True"] == ["model.shared_backbone=True"]
+    with pytest.raises(SystemExit, match="expected section.field=value"):
+        runs.make_config("bda", ["lr=3"])
+
+
+def test_readme_tables_are_regenerated_from_results(tmp_path):
+    settings = {
+        "method": "bda", "dataset": "synthetic", "split": "default", "root": "", "image_size": 64,
+        "backbone": "compact_cnn", "steps": 500, "select_metric": "val/map@all[exact]",
+    }  # fmt: skip
+    summary = {
+        "map@all[exact]": {"mean": 0.9, "std": 0.01},
+        "prec@100[k]": {"mean": 0.39, "std": 0.002},
+        "itq64/map@all[exact]": {"mean": 0.91, "std": 0.02},
+        "val/map@all[exact]": {"mean": 0.55, "std": 0.03},
+        "train_s": {"mean": 200.0, "std": 5.0},
+    }
+    (tmp_path / "a.json").write_text(
+        json.dumps({"benchmark": "seeds", "settings": settings, "summary": summary, "seeds": [0, 1, 2]})
+    )
+    variants = {
+        "full": {"val/map@all[exact]": 0.5, "map@all[exact]": 0.8, "delta": {}},
+        "no adv": {"val/map@all[exact]": 0.45, "map@all[exact]": 0.82, "delta": {"val/map@all[exact]": -0.05,
+                   "map@all[exact]": 0.02}},
+    }  # fmt: skip
+    (tmp_path / "b.json").write_text(
+        json.dumps({"benchmark": "ablation", "settings": settings, "seed": 0, "variants": variants})
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{results_table.START}\nold\n{results_table.END}\nbottom\n")
+    results_table.main(["--results", str(tmp_path), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
+    assert "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.390 ± 0.002 | 0.910 ± 0.020 |" in text
+    assert "| no adv | 0.450 | -0.050 | 0.820 | +0.020 |" in text
