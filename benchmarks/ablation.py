@@ -2,8 +2,8 @@
 the change of the validation and test figures against the full model; JSON out.
 
 The variants come from the config itself, so a new method gets its table with no edit here: every
-``config.loss.w_*`` weight above 0 is set to 0 in turn, and every boolean ``config.model`` field is flipped
-(``shared_backbone``, ``head_norm``, ...). Every run is reported at the checkpoint its validation split chose::
+``config.loss.w_*`` weight above 0 is set to 0 in turn, and every ``config.model`` switch that is on is turned off
+(``head_norm``, ``distill``, ...). Every run is reported at the checkpoint its validation split chose::
 
     python benchmarks/ablation.py --config bda --set train.steps=500
     python benchmarks/ablation.py --config "bda:dataset=sketchy,split=eccv21,root=../shared/data/sketchy_mini,\
@@ -23,14 +23,14 @@ from runs import describe, headline, make_config, train
 
 
 def variants(config) -> dict[str, list[str]]:
-    """Variant name -> overrides: each positive loss weight zeroed, each boolean model field flipped."""
+    """Variant name -> overrides: each positive loss weight zeroed, each model switch that is on turned off."""
     out = {}
     for key, value in config.loss.items():
         if key.startswith("w_") and isinstance(value, float | int) and value > 0:
             out[f"no {key[2:]}"] = [f"loss.{key}=0.0"]
     for key, value in config.model.items():
-        if isinstance(value, bool):
-            out[f"{key}={not value}"] = [f"model.{key}={not value}"]
+        if value is True:
+            out[f"{key}=False"] = [f"model.{key}=False"]
     return out
 
 

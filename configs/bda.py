@@ -45,9 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.gcn_features = (128,)
     config.model.disc_hidden = 64
     config.model.head_norm = False
+    config.model.distill = False  # a frozen ImageNet teacher the backbones keep agreeing with (EfficientNet only)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.w_cls = 1.0
+    config.loss.w_kd = 0.0  # knowledge preservation, with model.distill
+    config.loss.kd_temperature = 2.0
     config.loss.w_adv = 0.1
     config.loss.w_ib = 0.5
     config.loss.w_topo = 1.0

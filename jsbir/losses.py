@@ -377,3 +377,19 @@ def bit_balance_loss(h: jax.Array) -> jax.Array:
       Scalar loss.
     """
     return jnp.mean(jnp.mean(_f32(h), axis=0) ** 2)
+
+
+def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 2.0) -> jax.Array:
+    """Knowledge preservation: `T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))` (Hinton et al.).
+
+    Args:
+      student_logits: (B, K) logits of the network being trained.
+      teacher_logits: (B, K) logits of the frozen network it should keep agreeing with (no gradient flows to it).
+      temperature: softmax temperature T; the T^2 factor keeps gradient sizes comparable across T.
+
+    Returns:
+      Scalar loss, 0 when the two agree.
+    """
+    teacher = jax.nn.log_softmax(jax.lax.stop_gradient(_f32(teacher_logits)) / temperature)
+    student = jax.nn.log_softmax(_f32(student_logits) / temperature)
+    return temperature**2 * jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1))

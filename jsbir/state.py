@@ -91,7 +91,7 @@ def frozen_mask(params: Any, pattern: str, key: str = "config.train.freeze") -> 
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), frozen)
 
 
-def make_optimizer(train_config: Any, params: Any) -> optax.GradientTransformation:
+def make_optimizer(train_config: Any, params: Any, freeze: str | None = None) -> optax.GradientTransformation:
     """The one optimiser of a run: warm-up then cosine decay, gradient clipping, AdamW or SGD, and freezing.
 
     Args:
@@ -99,6 +99,7 @@ def make_optimizer(train_config: Any, params: Any) -> optax.GradientTransformati
         momentum, grad_clip, freeze).
       params: the parameter tree the optimiser will update (arrays or ``jax.ShapeDtypeStruct`` leaves); frozen
         parameters are those whose path ``train_config.freeze`` matches (see the module docstring).
+      freeze: a pattern to use instead of ``train_config.freeze`` (the trainer adds the method's own).
 
     Returns:
       An optax GradientTransformation. Frozen parameters get zero updates and no weight decay; gradient clipping
@@ -126,7 +127,8 @@ def make_optimizer(train_config: Any, params: Any) -> optax.GradientTransformati
             f"config.train.optimizer={train_config.optimizer!r} is not one of {sorted(optimizers)}"
         )
     tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optimizers[train_config.optimizer]())
-    frozen = frozen_mask(params, train_config.get("freeze", ""))  # configs saved before freeze existed lack it
+    pattern = train_config.get("freeze", "") if freeze is None else freeze  # older saved configs lack the key
+    frozen = frozen_mask(params, pattern)
     if frozen is None:
         return tx
     labels = jax.tree.map(lambda f: "frozen" if f else "trained", frozen)

@@ -116,7 +116,9 @@ class StateFactory:
             return model.init(method.init_rngs(rng), example, train=False)
 
         self.init_variables = init_variables
-        self.tx = make_optimizer(config.train, jax.eval_shape(init_variables, self.rng)["params"])
+        self.tx = make_optimizer(
+            config.train, jax.eval_shape(init_variables, self.rng)["params"], method.freeze_pattern(config)
+        )
         self.abstract = jax.eval_shape(self._create, jax.eval_shape(init_variables, self.rng))
         self.shardings = jax.tree.map(lambda _: sharding.replicated(mesh), self.abstract)
 
@@ -180,7 +182,7 @@ def _identity(config: Any, params: Any) -> dict[str, Any]:
 def _log_freezing(state: TrainState, frozen: Any, pattern: str) -> None:
     sizes = [(p.size, f) for p, f in zip(jax.tree.leaves(state.params), jax.tree.leaves(frozen), strict=True)]
     logging.info(
-        "config.train.freeze=%r freezes %d of %d parameters",
+        "freezing %r: %d of %d parameters",
         pattern, sum(n for n, f in sizes if f), sum(n for n, _ in sizes),
     )  # fmt: skip
 
@@ -245,9 +247,9 @@ def train_and_evaluate(
     if start == 0 and config.eval.eval_untrained:
         untrained = evaluator.run(state, workdir, tag="untrained", write=False)
 
-    frozen = frozen_mask(state.params, config.train.get("freeze", ""))
+    frozen = frozen_mask(state.params, method.freeze_pattern(config))
     if frozen is not None:
-        _log_freezing(state, frozen, config.train.freeze)
+        _log_freezing(state, frozen, method.freeze_pattern(config))
     train_step = make_train_step(method, model, config.loss, total, frozen)
     train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
     batches = pipeline.train_batches(

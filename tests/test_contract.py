@@ -131,3 +131,15 @@ def test_unseen_class_vectors_reach_training_only_when_transductive(name):
     assert not _info(1).class_graph[4:].any() and not _info(1).class_graph[:, 4:].any()
     assert loss(1, "inductive") == loss(2, "inductive")
     assert loss(1, "transductive") != loss(2, "transductive")
+
+
+def test_bda_teacher_is_frozen_by_the_method_and_needs_a_classifier():
+    config = importlib.import_module("configs.bda").get_config("backbone=efficientnet_lite0,preset=sketchy_mini")
+    method = get_method("bda")
+    assert "teacher_net/" not in method.freeze_pattern(config)
+    config.model.distill = True
+    assert method.freeze_pattern(config) == config.train.freeze + "|teacher_net/"
+    local = importlib.import_module("configs.bda").get_config("runlocal")
+    local.model.distill = True
+    with pytest.raises(ValueError, match=r"config.model.distill needs a backbone with an ImageNet classifier"):
+        method.Model.from_config(local.model, _info())

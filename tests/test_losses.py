@@ -294,3 +294,19 @@ def test_hashing_losses_hand_values():
     # column means [1, 0] -> mean of squares 0.5
     np.testing.assert_allclose(J.bit_balance_loss(np.array([[1.0, -1.0], [1.0, 1.0]])), 0.5)
     assert float(J.bit_balance_loss(np.array([[0.5, -0.5], [-0.5, 0.5]]))) == 0.0
+
+
+def test_distillation_hand_values_and_no_gradient_to_the_teacher():
+    teacher = np.array([[0.0, np.log(3.0)]])
+    student = np.zeros((1, 2))
+    # T = 1: KL([.25, .75] || [.5, .5]) = .25 ln .5 + .75 ln 1.5.
+    expected = 0.25 * np.log(0.5) + 0.75 * np.log(1.5)
+    np.testing.assert_allclose(losses.distillation_loss(student, teacher, 1.0), expected, rtol=1e-5)
+    # T = 2 halves the logits and multiplies by 4.
+    p = np.exp(teacher[0] / 2) / np.exp(teacher[0] / 2).sum()
+    np.testing.assert_allclose(
+        losses.distillation_loss(student, teacher, 2.0), 4 * np.sum(p * np.log(p / 0.5)), rtol=1e-5
+    )
+    assert float(losses.distillation_loss(teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-7)
+    grad = jax.grad(lambda t: losses.distillation_loss(jnp.zeros((1, 2)), t, 2.0))(jnp.asarray(teacher))
+    assert float(jnp.abs(grad).max()) == 0.0

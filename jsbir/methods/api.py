@@ -87,6 +87,8 @@ class Method:
         ``loss_fn`` receives one key and splits it itself).
       codes: the method's own binary codes, or None.
       score: the method's learned similarity, or None for the dot product.
+      frozen: ``config -> regex`` of parameters the method itself keeps fixed (a teacher network); the trainer
+        joins it with ``config.train.freeze``.
     """
 
     name: str
@@ -98,6 +100,11 @@ class Method:
     rng_streams: tuple[str, ...] = ()
     codes: Callable[..., Any] | None = None
     score: Callable[..., Any] | None = None
+    frozen: Callable[[Any], str] = lambda config: ""
+
+    def freeze_pattern(self, config: Any) -> str:
+        """The regex of every frozen parameter: ``config.train.freeze`` and the method's own."""
+        return "|".join(p for p in (config.train.get("freeze", ""), self.frozen(config)) if p)
 
     def init_rngs(self, rng: jax.Array) -> dict[str, jax.Array]:
         """The ``rngs`` dict for ``Model.init``: ``rng`` itself for "params", a key folded from it per stream."""

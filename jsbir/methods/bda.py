@@ -89,6 +89,9 @@ class Model(nn.Module):
       gcn_features: hidden widths of the GCN; its output is ``embed_dim``.
       disc_hidden: discriminator width.
       head_norm: batch-normalise the pooled features before the Gaussian heads.
+      distill: keep a frozen copy of the (pretrained) backbone, ``teacher_net``, whose ImageNet outputs the
+        trained backbones' own classifiers must keep matching (knowledge preservation); needs a backbone with
+        ``logits`` (EfficientNet-Lite0).
     """
 
     graph: jraph.GraphsTuple
@@ -103,10 +106,16 @@ class Model(nn.Module):
     gcn_features: tuple[int, ...] = (128,)
     disc_hidden: int = 64
     head_norm: bool = False
+    distill: bool = False
 
     @classmethod
     def from_config(cls, config: Any, info: Any) -> Model:
         """Builds the model from ``config.model`` and the dataset's ``DatasetInfo``."""
+        if config.distill and not hasattr(backbones.BACKBONES[config.backbone], "logits"):
+            raise ValueError(
+                f"config.model.distill needs a backbone with an ImageNet classifier (efficientnet_lite0), "
+                f"not {config.backbone!r}"
+            )
         return cls(
             graph=gcn.padded_graph(info.class_graph, info.semantics),
             num_classes=info.num_classes,
@@ -120,12 +129,15 @@ class Model(nn.Module):
             gcn_features=tuple(config.gcn_features),
             disc_hidden=config.disc_hidden,
             head_norm=config.head_norm,
+            distill=config.distill,
         )
 
     def setup(self):
         self.sketch_net, self.photo_net = backbones.modality_backbones(
             self.backbone, self.backbone_args, self.shared_backbone
         )
+        if self.distill:
+            self.teacher_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
         self.sketch_head = GaussianHead(self.embed_dim, norm=self.head_norm)
         self.photo_head = GaussianHead(self.embed_dim, norm=self.head_norm)
         self.discriminator = Discriminator(self.disc_hidden)
@@ -151,6 +163,10 @@ class Model(nn.Module):
         out = {}
         for modality in ("sketch", "photo"):
             enc = self.encode(batch[modality], modality, train)
+            if self.distill:
+                net = self.sketch_net if modality == "sketch" else self.photo_net
+                enc["logits"] = net.logits(enc["fmap"])
+                enc["teacher_logits"] = self.teacher_net.logits(self.teacher_net(batch[modality]))
             if train:
                 eps = jax.random.normal(self.make_rng("sample"), enc["mu"].shape)
                 enc["z"] = enc["mu"] + jnp.exp(0.5 * enc["logvar"]) * eps
@@ -231,12 +247,23 @@ def loss_fn(
         metric=config.triplet_metric,
         mining=config.triplet_mining,
     )
+    l_kd = 0.0
+    if model.distill:
+        l_kd = 0.5 * sum(
+            losses.distillation_loss(e["logits"], e["teacher_logits"], config.kd_temperature) for e in (s, p)
+        )
     total = (
-        config.w_cls * l_cls + config.w_adv * l_adv + config.w_ib * l_ib + config.w_topo * l_topo + config.w_tri * l_tri
+        config.w_kd * l_kd
+        + config.w_cls * l_cls
+        + config.w_adv * l_adv
+        + config.w_ib * l_ib
+        + config.w_topo * l_topo
+        + config.w_tri * l_tri
     )
     domain_pred = jnp.mean(domain_logits, axis=tuple(range(1, domain_logits.ndim))) > 0
     measurements = {
         "loss_cls": l_cls,
+        "loss_kd": l_kd,
         "loss_adv": l_adv,
         "loss_ib": l_ib,
         "loss_topo": l_topo,
@@ -263,5 +290,6 @@ METHOD = api.Method(
     loss_fn=loss_fn,
     embed=embed,
     rng_streams=("sample",),
+    frozen=lambda config: "teacher_net/" if config.model.distill else "",
     evaluation=lambda config: api.EvalSpec(views=config.eval.views),
 )

@@ -174,6 +174,10 @@ class EfficientNetLite0(nn.Module):
 
     def classify(self, x: jax.Array) -> jax.Array:
         """ImageNet logits (B, classifier_classes) of images in [-1, 1]: pooled features -> ``classifier``."""
+        return self.logits(self(x))
+
+    def logits(self, fmap: jax.Array) -> jax.Array:
+        """ImageNet logits (B, classifier_classes) of a head feature map this network computed."""
         if not self.classifier_classes:
             raise ValueError("EfficientNetLite0(classifier_classes=0) has no classifier")
-        return self.classifier(jnp.mean(self(x), axis=(1, 2)))
+        return self.classifier(jnp.mean(fmap, axis=(1, 2)))
