@@ -2,7 +2,9 @@
 
 Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models);
 every ``ablation`` file gives one table (each variant's validation and test mAP and their change against the full
-model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->``::
+model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
+README, and each method's ablation tables also replace what stands between ``<!-- ablation:start -->`` and
+``<!-- ablation:end -->`` in ``docs/methods/<method>.md``::
 
     python benchmarks/results_table.py            # rewrite README.md
     python benchmarks/results_table.py --print    # only print the tables
@@ -17,6 +19,7 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+ABLATION_START, ABLATION_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
 def _pm(summary: dict, key: str, digits: int = 3) -> str:
@@ -70,32 +73,45 @@ def ablation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _load(folder: str) -> list[dict]:
+    return [json.load(open(path)) for path in sorted(glob.glob(os.path.join(folder, "*.json")))]
+
+
 def tables(folder: str) -> str:
     """Every table the result files in ``folder`` make, seeds first."""
-    loaded = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(folder, "*.json")))]
+    loaded = _load(folder)
     seeds = [r for r in loaded if r.get("benchmark") == "seeds"]
     parts = [seeds_table(seeds)] if seeds else []
     parts += [ablation_table(r) for r in loaded if r.get("benchmark") == "ablation"]
     return "\n\n".join(parts)
 
 
+def _replace(path: str, start: str, end: str, text: str) -> None:
+    content = open(path).read()
+    if start not in content or end not in content:
+        raise SystemExit(f"{path} has no {start} ... {end} section to rewrite")
+    head, rest = content.split(start, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default=os.path.join(HERE, "results"), help="folder of result JSON files")
     parser.add_argument("--readme", default=os.path.join(HERE, "..", "README.md"), help="the file to rewrite")
+    parser.add_argument("--docs", default=os.path.join(HERE, "..", "docs", "methods"), help="method pages folder")
     parser.add_argument("--print", action="store_true", help="print the tables and write nothing")
     args = parser.parse_args(argv)
     text = tables(args.results)
     if args.print:
         print(text)
         return
-    readme = open(args.readme).read()
-    if START not in readme or END not in readme:
-        raise SystemExit(f"{args.readme} has no {START} ... {END} section to rewrite")
-    head, rest = readme.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    with open(args.readme, "w") as f:
-        f.write(f"{head}{START}\n{text}\n{END}{tail}")
+    _replace(args.readme, START, END, text)
+    ablations = [r for r in _load(args.results) if r.get("benchmark") == "ablation"]
+    for method in sorted({r["settings"]["method"] for r in ablations}):
+        page = os.path.join(args.docs, f"{method}.md")
+        mine = "\n\n".join(ablation_table(r) for r in ablations if r["settings"]["method"] == method)
+        _replace(page, ABLATION_START, ABLATION_END, mine)
 
 
 if __name__ == "__main__":

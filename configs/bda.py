@@ -33,7 +33,15 @@ import ml_collections
 from configs import common
 
 # preset=sketchy_mini: "section.field" -> value, applied after the arguments (see the module docstring).
-SKETCHY_MINI = {**common.EFFICIENTNET_FINETUNE, "model.embed_dim": 128, "loss.triplet_mining": "all"}
+# Chosen on the validation classes (held-out seen classes), never on the unseen test classes; benchmarks/README.md
+# lists what was tried: batch-normalised heads, knowledge preservation, more blocks trained did not help there,
+# mirror-image test views did (+0.004 val mAP).
+SKETCHY_MINI = {
+    **common.EFFICIENTNET_FINETUNE,
+    "model.embed_dim": 128,
+    "loss.triplet_mining": "all",
+    "eval.views": 2,
+}
 PRESETS = {"": {}, "sketchy_mini": SKETCHY_MINI}
 
 

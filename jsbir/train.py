@@ -116,10 +116,9 @@ class StateFactory:
             return model.init(method.init_rngs(rng), example, train=False)
 
         self.init_variables = init_variables
-        self.tx = make_optimizer(
-            config.train, jax.eval_shape(init_variables, self.rng)["params"], method.freeze_pattern(config)
-        )
-        self.abstract = jax.eval_shape(self._create, jax.eval_shape(init_variables, self.rng))
+        variables = jax.eval_shape(init_variables, self.rng)
+        self.tx = make_optimizer(config.train, variables["params"], method.freeze_pattern(config))
+        self.abstract = jax.eval_shape(self._create, variables)
         self.shardings = jax.tree.map(lambda _: sharding.replicated(mesh), self.abstract)
 
     def _create(self, variables: dict[str, Any]) -> TrainState:

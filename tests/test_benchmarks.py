@@ -60,7 +60,10 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     )
     readme = tmp_path / "README.md"
     readme.write_text(f"top\n{results_table.START}\nold\n{results_table.END}\nbottom\n")
-    results_table.main(["--results", str(tmp_path), "--readme", str(readme)])
+    page = tmp_path / "bda.md"
+    page.write_text(f"# BDA\n{results_table.ABLATION_START}\n{results_table.ABLATION_END}\n")
+    results_table.main(["--results", str(tmp_path), "--readme", str(readme), "--docs", str(tmp_path)])
+    assert "| no adv | 0.450 | -0.050 | 0.820 | +0.020 |" in page.read_text()
     text = readme.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
     assert "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.390 ± 0.002 | 0.910 ± 0.020 |" in text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jsbir.data.builders.manual import to_rgb
+from jsbir.data.builders.images import to_rgb
 
 GREY = (100, 100, 100)
 
