@@ -131,7 +131,6 @@ def finish(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) ->
     return config.lock()
 
 
-
 def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.ConfigDict:
     """The data section every method shares."""
     data = ml_collections.ConfigDict()

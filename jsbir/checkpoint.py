@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 from jsbir.state import TrainState, param_paths
@@ -208,6 +209,8 @@ class Checkpointer:
     def _restore_items(self, step: int, targets: dict[str, Any], advice: str) -> dict[str, Any]:
         where = self._where(step)
         damaged = damaged_files(where)
+        if damaged is None:
+            logging.warning("checkpoint %s has no %s: its files cannot be verified", where, INTEGRITY_FILE)
         if damaged:
             raise CheckpointError(
                 f"checkpoint {where} is damaged: {len(damaged)} files differ from their SHA-256 record "

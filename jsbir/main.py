@@ -76,9 +76,7 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         print(f"jsbir: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    workdir = FLAGS.workdir or os.path.join(
-        "runs", f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    workdir = FLAGS.workdir or os.path.join("runs", f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not FLAGS.workdir:
         os.makedirs("runs", exist_ok=True)
     logging.info("jax %s on %d devices; workdir %s", jax.__version__, jax.device_count(), workdir)

@@ -45,9 +45,7 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.train.ba
       ``global_batch // jax.process_count()``.
     """
     if global_batch % mesh.size:
-        raise ValueError(
-            f"{what}={global_batch} must be a multiple of the number of devices ({mesh.size})"
-        )
+        raise ValueError(f"{what}={global_batch} must be a multiple of the number of devices ({mesh.size})")
     return global_batch // jax.process_count()
 
 

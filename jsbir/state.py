@@ -123,9 +123,7 @@ def make_optimizer(train_config: Any, params: Any, freeze: str | None = None) ->
         ),
     }
     if train_config.optimizer not in optimizers:
-        raise ValueError(
-            f"config.train.optimizer={train_config.optimizer!r} is not one of {sorted(optimizers)}"
-        )
+        raise ValueError(f"config.train.optimizer={train_config.optimizer!r} is not one of {sorted(optimizers)}")
     tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optimizers[train_config.optimizer]())
     pattern = train_config.get("freeze", "") if freeze is None else freeze  # older saved configs lack the key
     frozen = frozen_mask(params, pattern)

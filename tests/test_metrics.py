@@ -272,9 +272,7 @@ def test_accuracy_at_k_with_ties():
     targets = np.arange(random_scores.shape[0]) * 2
     positions = np.argmax(metrics.rank(random_scores) == targets[:, None], axis=1)
     for k in (1, 3, 10):
-        assert metrics.accuracy_at_k(random_scores, targets, k) == pytest.approx(
-            np.mean(positions < k)
-        )
+        assert metrics.accuracy_at_k(random_scores, targets, k) == pytest.approx(np.mean(positions < k))
 
 
 # ----------------------------------------------------------------------------- chance level
@@ -282,9 +280,7 @@ def test_accuracy_at_k_with_ties():
 
 def test_chance_map_matches_enumeration_and_monte_carlo():
     # Exact enumeration of every placement of 2 relevant items among 4.
-    placements = [
-        [int(i in chosen) for i in range(4)] for chosen in itertools.combinations(range(4), 2)
-    ]
+    placements = [[int(i in chosen) for i in range(4)] for chosen in itertools.combinations(range(4), 2)]
     enumerated = np.mean([ref_ap_stable(p) for p in placements])
     relevant = np.array([[1, 1, 0, 0]], dtype=bool)
     assert metrics.chance_map(relevant) == pytest.approx(enumerated, rel=1e-12)
@@ -406,9 +402,7 @@ def test_retrieval_metrics_keys_and_values(monkeypatch):
         "map@all[exact]": metrics.mean_average_precision(scores, relevant, "exact"),
         "map@all[stable]": metrics.mean_average_precision(scores, relevant, "stable"),
         "map@all[voc,drop-empty]": metrics.mean_average_precision(scores, relevant, "voc", "drop"),
-        "map@all[class-mean]": metrics.class_mean_average_precision(
-            scores, relevant, query_labels, "voc"
-        ),
+        "map@all[class-mean]": metrics.class_mean_average_precision(scores, relevant, query_labels, "voc"),
         "map@200[sempcyc]": metrics.map_at_k(scores, relevant, 200, "sempcyc"),
         "map@200[sake]": metrics.map_at_k(scores, relevant, 200, "sake"),
         "map@200[yelamarthi]": metrics.map_at_k(scores, relevant, 200, "yelamarthi"),

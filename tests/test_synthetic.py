@@ -130,9 +130,7 @@ def test_generate_pairs_modalities_and_separates_splits():
         ids.setdefault(ex["instance_id"], []).append(ex["modality"])
     assert all(sorted(m) == ["photo", "sketch"] for m in ids.values())
     assert not ids.keys() & {ex["instance_id"] for ex in test}
-    np.testing.assert_array_equal(
-        train[3]["image"], syn.render(syn.CLASSES[0], train[3]["modality"], 1, 0, 32)
-    )
+    np.testing.assert_array_equal(train[3]["image"], syn.render(syn.CLASSES[0], train[3]["modality"], 1, 0, 32))
 
 
 @pytest.fixture

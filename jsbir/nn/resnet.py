@@ -62,4 +62,3 @@ class ResNet50(nn.Module):
             for i in range(1, blocks + 1):
                 x = self._block(x, width, stride if i == 1 else 1, i == 1, f"{stage}_block{i}")
         return x
-

@@ -43,4 +43,3 @@ class VGG16(nn.Module):
             if b < len(VGG16_BLOCKS) or self.final_pool:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return x
-
