@@ -26,6 +26,9 @@ ten minutes of a 2-core CPU (``benchmarks/seeds.py`` runs it over seeds); it nee
 backbone=efficientnet_lite0,size=128,preset=sketchy_mini --workdir runs/bda-sketchy-mini
 
 It sets: ``SKETCHY_MINI`` below.
+
+The defaults' step count and head normalisation, and the preset, were chosen on the validation classes (seen
+classes held out from training), never on the unseen test classes; ``benchmarks/README.md`` lists what was tried.
 """
 
 import ml_collections
@@ -41,6 +44,7 @@ SKETCHY_MINI = {
     "model.embed_dim": 128,
     "loss.triplet_mining": "all",
     "eval.views": 2,
+    "model.head_norm": False,
 }
 PRESETS = {"": {}, "sketchy_mini": SKETCHY_MINI}
 
@@ -52,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_dim = 64
     config.model.gcn_features = (128,)
     config.model.disc_hidden = 64
-    config.model.head_norm = False
+    config.model.head_norm = True  # chosen on validation (benchmarks/README.md)
     config.model.distill = False  # a frozen ImageNet teacher the backbones keep agreeing with (EfficientNet only)
 
     config.loss = ml_collections.ConfigDict()
@@ -72,7 +76,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.grl_gamma = 10.0
     config.loss.grl_max = 1.0
 
-    config.train.steps = 1500
+    # 500 steps, validated every 100: the validation mAP had levelled off by 500 (0.549; 0.554 at 600), and the
+    # README's first command stays within about five minutes of a 2-core CPU.
+    config.train.steps = 500
+    config.train.eval_every = 100
 
     if arg.preset not in PRESETS:
         raise ValueError(f"config argument preset={arg.preset!r} is not one of {sorted(PRESETS)}")

@@ -141,8 +141,8 @@ def test_unseen_classes_never_reach_training(tiny_run):
     assert set(np.unique(queries.label)) == set(data.info.unseen) == set(np.unique(gallery.label))
 
 
-def test_sigterm_checkpoints_the_last_finished_step_and_exits_143(tmp_path):
-    workdir = tmp_path / "run"
+def _start_run(tmp_path, workdir, until_step: int) -> subprocess.Popen:
+    """``python -m jsbir.main`` on runlocal in a subprocess, returned once it has logged ``until_step`` steps."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     command = [
         sys.executable, "-m", "jsbir.main", "--config", "configs/bda.py:runlocal",
@@ -153,17 +153,47 @@ def test_sigterm_checkpoints_the_last_finished_step_and_exits_143(tmp_path):
     metrics = workdir / "metrics.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 13:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= until_step:
             break
         time.sleep(0.2)
     assert process.poll() is None, process.stdout.read().decode()[-3000:]
+    return process
+
+
+def _logged_steps(workdir) -> list[int]:
+    return [row["step"] for row in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+
+
+def test_sigterm_checkpoints_the_last_finished_step_and_exits_143(tmp_path):
+    workdir = tmp_path / "run"
+    process = _start_run(tmp_path, workdir, until_step=13)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0].decode()
     assert process.returncode == 143, output[-3000:]
-    logged = [row["step"] for row in map(json.loads, metrics.read_text().splitlines()) if "loss" in row]
+    logged = _logged_steps(workdir)
     assert 13 <= logged[-1] < 100
     assert checkpoint.Checkpointer(str(workdir), {}).latest_step() == logged[-1]
     assert f"stopped by SIGTERM at step {logged[-1]}" in output
+
+
+def test_sigkill_keeps_the_latest_and_the_best_checkpoint_and_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    process = _start_run(tmp_path, workdir, until_step=36)  # past the step-25 validation and step-30 checkpoint
+    process.kill()
+    process.communicate(timeout=60)
+    latest = checkpoint.Checkpointer(str(workdir), {}).latest_step()
+    assert latest in (30, 40)  # 40 when the kill came after its save
+    assert checkpoint.Checkpointer(str(workdir), {}, subdir="best").latest_step() == 25
+    config = _config(tmp_path)
+    report = train.train_and_evaluate(config, str(workdir))
+    assert report["timings"]["train_steps_this_run"] == 100 - latest
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    validated = [row["step"] for row in rows if "val/map@all[exact]" in row]
+    assert validated == [25, 50, 75, 100]  # the killed run's rows past its checkpoint were cut, none doubled
+    assert _logged_steps(workdir) == list(range(1, 101))
+    best = max((row for row in rows if "val/map@all[exact]" in row), key=lambda row: row["val/map@all[exact]"])
+    assert report["selection"]["step"] == best["step"] == report["step"]
+    assert checkpoint.Checkpointer(str(workdir), {}, subdir="best").latest_step() == best["step"]
 
 
 def test_init_from_takes_parameters_only_and_the_start_is_chosen_once(tiny_run, tmp_path):
