@@ -161,7 +161,8 @@ def _start_run(tmp_path, workdir, until_step: int) -> subprocess.Popen:
 
 
 def _logged_steps(workdir) -> list[int]:
-    return [row["step"] for row in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    rows = map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+    return [row["step"] for row in rows if "loss" in row]
 
 
 def test_sigterm_checkpoints_the_last_finished_step_and_exits_143(tmp_path):
