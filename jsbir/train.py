@@ -8,6 +8,7 @@ stream and the example batch that initialises the model follow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -186,6 +187,16 @@ def _log_freezing(state: TrainState, frozen: Any, pattern: str) -> None:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """Adds the wall time of the block to ``timings[key]``."""
+    begin = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - begin
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -202,6 +213,10 @@ def train_and_evaluate(
       with ``"signal": "SIGTERM"`` (or SIGINT) added when a signal did; a checkpoint of that step is written first.
       On several hosts a scheduler signals every process, so all stop after the same step.
     """
+    run_start = time.perf_counter()
+    # Where the time goes: setup (data, model, state), evaluation of the untrained model, the first step (its
+    # compilation), validation and checkpoints inside the loop, and the loop itself (train_s, which includes them).
+    timings: dict[str, float] = {}
     checks.check_config(config)
     workdir = prepare_workdir(workdir)
     mesh = sharding.make_mesh()
@@ -242,9 +257,11 @@ def train_and_evaluate(
         validation = Evaluator(method, model, data, config, mesh, split="validation")
         metric = config.train.select_metric or validation.protocol.select_metric
         selector = Selector(validation, workdir, identity, model_config, metric)
+    timings["setup_s"] = time.perf_counter() - run_start
     untrained = None
     if start == 0 and config.eval.eval_untrained:
-        untrained = evaluator.run(state, workdir, tag="untrained", write=False)
+        with _timed(timings, "untrained_eval_s"):
+            untrained = evaluator.run(state, workdir, tag="untrained", write=False)
 
     frozen = frozen_mask(state.params, method.freeze_pattern(config))
     if frozen is not None:
@@ -294,7 +311,9 @@ def train_and_evaluate(
         pending = None  # the last step's measurements, not yet read back
         for step in range(start + 1, end + 1):
             batch = sharding.to_global(next(batches), mesh)
-            state, measurements = train_step(state, batch, train_rng)
+            first = step == start + 1  # its time is mostly compilation
+            with _timed(timings, "first_step_s") if first else contextlib.nullcontext():
+                state, measurements = train_step(state, batch, train_rng)
             if pending is not None:
                 check(*pending)
             pending = (step, measurements)
@@ -308,9 +327,11 @@ def train_and_evaluate(
                 check(*pending)  # never save or select a state whose loss was not finite
                 pending = None
             if step % config.train.checkpoint_every == 0:
-                ckpt.save(state)
+                with _timed(timings, "checkpoint_s"):
+                    ckpt.save(state)
             if validate:
-                selector(state, workdir, writer)
+                with _timed(timings, "validation_s"):
+                    selector(state, workdir, writer)
             if stop.received:
                 break
         if pending is not None:
@@ -327,7 +348,8 @@ def train_and_evaluate(
             stopped["signal"] = stop.received
         return stopped
 
-    extra = {"timings": {"train_s": train_seconds, "train_steps_this_run": end - start}, "started_from": source}
+    timings.update(train_s=train_seconds, train_steps_this_run=end - start)
+    extra = {"timings": timings, "started_from": source}
     if untrained is not None:
         extra["untrained"] = untrained["metrics"]
     if selector is not None:
@@ -335,6 +357,7 @@ def train_and_evaluate(
         selector.close()
     else:
         extra["selection"] = {"metric": None, "step": total, "note": "no validation split: the last step"}
+    timings["until_final_eval_s"] = time.perf_counter() - run_start  # the final evaluation adds embed_s, metrics_s
     report = evaluator.run(state, workdir, tag="final", writer=writer, extra=extra)
     writer.flush()
     ckpt.close()

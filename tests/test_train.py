@@ -62,6 +62,9 @@ def test_loss_falls_and_report_is_written(tiny_run):
     on_disk = json.loads((tmp / "run" / "report.json").read_text())
     assert on_disk["metrics"]["map@all[exact]"] == pytest.approx(report["metrics"]["map@all[exact]"])
     assert (tmp / "run" / "retrieval_grid.png").stat().st_size > 1000
+    t = report["timings"]  # where the time went
+    assert 0 < t["first_step_s"] < t["train_s"] and 0 < t["validation_s"] < t["train_s"] and t["checkpoint_s"] > 0
+    assert t["until_final_eval_s"] >= t["setup_s"] + t["train_s"] and "untrained_eval_s" not in t  # runlocal: off
     assert json.loads((tmp / "run" / "config.json").read_text())["method"] == "bda"
 
 
