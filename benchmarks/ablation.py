@@ -15,11 +15,10 @@ backbone=efficientnet_lite0,size=128,preset=sketchy_mini" --out benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 
-from runs import describe, headline, make_config, train
+from runs import describe, emit, headline, make_config, train
 
 
 def variants(config) -> dict[str, list[str]]:
@@ -71,11 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         "variants": results,
         "workdir": root,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
     return result
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import json
 import math
 import os
 import sys
@@ -118,3 +119,12 @@ def describe(config: Any) -> dict[str, Any]:
         "select_metric": f"val/{config.train.select_metric}",
         "semantics": config.data.semantics_setting,
     }
+
+
+def emit(result: dict[str, Any], out: str = "") -> None:
+    """Prints a benchmark's JSON result, and writes it to ``out`` too when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")

@@ -14,11 +14,10 @@ section.field=value`` overrides any field. Workdirs go under ``--workdir`` (defa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 
-from runs import describe, headline, make_config, mean_and_std, train
+from runs import describe, emit, headline, make_config, mean_and_std, train
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,11 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "workdir": root,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
     return result
 
 
