@@ -368,6 +368,15 @@ def test_split_class_missing_from_data_names_class_and_file(tmp_path):
         get_dataset(_config(tmp_path, "sketchy", root, split="eccv99"))
 
 
+def test_split_listing_every_class_is_refused(tmp_path):
+    root = tmp_path / "r"
+    _sketchy_tree(root, "sketch", "photo", classes=("bat", "cat"), photos=1)
+    listed = tmp_path / "all.txt"
+    listed.write_text("bat\ncat\n")
+    with pytest.raises(ValueError, match=r"config.data.split=.*all\.txt.*lists all 2 classes as unseen: no seen class"):
+        get_dataset(_config(tmp_path, "folder", root, split=str(listed)))
+
+
 def test_prepared_data_belong_to_their_root(tmp_path):
     for name in ("a", "b"):
         _sketchy_tree(tmp_path / name, "sketch", "photo", classes=("bat", "cat"), photos=1)
