@@ -35,11 +35,16 @@ def _where(settings: dict) -> str:
     return f"{os.path.basename(settings['root'].rstrip('/')) or settings['dataset']} ({settings['split']})"
 
 
+def _val_key(figures: dict) -> str:
+    """The validation metric that chose the checkpoint: the one ``val/`` key a run's figures hold."""
+    return next((k for k in figures if k.startswith("val/")), "val/-")
+
+
 def seeds_table(results: list[dict]) -> str:
     """One row per seeds result."""
     lines = [
         "| method | data | backbone, steps | mAP@all | Prec@100 | ITQ codes mAP@all | learned codes mAP@all | "
-        f"validation ({'/'.join(sorted({r['settings']['select_metric'] for r in results}))}) | training s | seeds |",
+        f"validation ({'/'.join(sorted({_val_key(r['summary']) for r in results}))}) | training s | seeds |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -49,7 +54,7 @@ def seeds_table(results: list[dict]) -> str:
         lines.append(
             f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'map@all[exact]')}** | "
             f"{_pm(summary, 'prec@100[k]')} | {_pm(summary, itq)} | {_pm(summary, learned)} | "
-            f"{_pm(summary, s['select_metric'])} | {summary['train_s']['mean']:.0f} | {len(r['seeds'])} |"
+            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f} | {len(r['seeds'])} |"
         )
     return "\n".join(lines)
 
@@ -57,7 +62,7 @@ def seeds_table(results: list[dict]) -> str:
 def ablation_table(result: dict) -> str:
     """One table: each variant's validation and test mAP, and the change against the full model."""
     s = result["settings"]
-    metric = s["select_metric"]
+    metric = _val_key(result["variants"]["full"])
     lines = [
         f"`{s['method']}` on {_where(s)}, seed {result['seed']}:",
         "",

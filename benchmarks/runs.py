@@ -101,6 +101,15 @@ def mean_and_std(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def select_metric(config: Any) -> str:
+    """The validation metric that chooses a run's checkpoint: the config's, else its method's protocol's."""
+    from jsbir.eval.protocols import get_protocol
+    from jsbir.methods import get_method
+
+    protocol = get_protocol(get_method(config.method).evaluation(config).protocol)
+    return config.train.select_metric or protocol.select_metric
+
+
 def describe(config: Any) -> dict[str, Any]:
     """The settings a result depends on, for the JSON output."""
     return {
@@ -116,7 +125,7 @@ def describe(config: Any) -> dict[str, Any]:
         "batch_size": config.train.batch_size,
         "lr": config.train.lr,
         "val_fraction": config.data.val_fraction,
-        "select_metric": f"val/{config.train.select_metric}",
+        "select_metric": f"val/{select_metric(config)}",
         "semantics": config.data.semantics_setting,
     }
 
