@@ -147,6 +147,45 @@ def test_depthwise_module_is_a_drop_in_for_nn_conv(k, stride, use_bias):
     _assert_close(fast.apply(variables, x), reference.apply(variables, x))
 
 
+@pytest.mark.parametrize(
+    "height,width,k,stride,padding",
+    [(9, 9, 3, 1, "SAME"), (9, 8, 3, 2, "SAME"), (11, 11, 5, 2, "SAME"), (8, 8, 5, 2, "VALID"), (7, 10, 3, 1, "VALID")],
+)
+def test_im2col_equals_lax_with_gradients(height, width, k, stride, padding):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((3, height, width, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 5, 7)), jnp.float32)
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def reference(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dims)
+
+    expected = reference(x, w)
+    _assert_close(conv.im2col_conv(x, w, stride, padding), expected)
+    cotangent = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+    grads = [jax.grad(lambda x, w, f=f: jnp.vdot(f(x, w), cotangent), argnums=(0, 1))(x, w)
+             for f in (reference, lambda x, w: conv.im2col_conv(x, w, stride, padding))]  # fmt: skip
+    jax.tree.map(_assert_close, grads[1], grads[0])
+
+
+def test_conv_module_is_a_drop_in_for_nn_conv_and_falls_back_when_large(monkeypatch):
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 12, 12, 4)), jnp.float32)
+    reference = nn.Conv(8, (3, 3), strides=2, use_bias=False)
+    variables = reference.init(jax.random.key(0), x)
+    for impl in ("auto", "shift", "lax"):
+        fast = conv.Conv(8, 3, strides=2, impl=impl)
+        jax.tree.map(np.testing.assert_array_equal, fast.init(jax.random.key(0), x), variables)
+        _assert_close(fast.apply(variables, x), reference.apply(variables, x))
+
+    def uses_lax(impl):
+        jaxpr = str(jax.make_jaxpr(conv.Conv(8, 3, strides=2, impl=impl).apply)(variables, x))
+        return "conv_general_dilated" in jaxpr
+
+    assert not uses_lax("auto") and uses_lax("lax")
+    monkeypatch.setattr(conv, "IM2COL_MAX_BYTES", 1000)  # patches of 2*12*12*4*4*9/4 bytes: too many
+    assert uses_lax("auto") and not uses_lax("shift")
+
+
 def test_efficientnet_shapes_and_parameter_count():
     model = get_backbone("efficientnet_lite0")
     assert isinstance(model, EfficientNetLite0) and model.channels == 1280

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jsbir.nn import resnet, vgg
+from jsbir.nn import conv, resnet, vgg
 from jsbir.nn.efficientnet import EfficientNetLite0
 
 
@@ -24,11 +24,13 @@ class CompactCNN(nn.Module):
       width: channels of the stem; each stage doubles them.
       stages: number of stride-2 stages after the stem.
       groups: GroupNorm groups.
+      impl: how the convolutions run (``jsbir.nn.conv.Conv``): "auto" (im2col on CPU), "shift" or "lax".
     """
 
     width: int = 24
     stages: int = 2
     groups: int = 8
+    impl: str = "auto"
 
     @property
     def channels(self) -> int:
@@ -38,7 +40,7 @@ class CompactCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         def block(x, features, stride, kernel=3):
-            x = nn.Conv(features, (kernel, kernel), strides=stride, use_bias=False)(x)
+            x = conv.Conv(features, kernel, strides=stride, impl=self.impl)(x)
             x = nn.GroupNorm(num_groups=min(self.groups, features))(x)
             return nn.relu(x)
 

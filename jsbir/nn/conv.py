@@ -7,7 +7,9 @@ multiply-adds, so here it is written as k*k shifted slices of the padded input t
 shifted sum over the padded output gradient with part of the flipped kernel, and the kernel gradient sums
 window(i, j) * output gradient over batch and space per tap, walking the batch with ``lax.scan`` so each image is
 done while in cache.
-A 1x1 convolution is a matrix product, which XLA:CPU runs 3-8x faster as a dot than as a convolution.
+A 1x1 convolution is a matrix product, which XLA:CPU runs 3-8x faster as a dot than as a convolution. A dense k x k
+convolution is one matrix product over the k*k shifted copies of the input laid side by side (im2col), whose
+gradients XLA:CPU also computes as products: 2-3x faster than ``lax.conv`` for the compact CNN's layers.
 benchmarks/README.md has the figures and the formulations tried.
 
 Layouts follow ``flax.linen.Conv``: NHWC inputs, a depthwise kernel of shape (k, k, 1, C), a pointwise kernel of
@@ -281,6 +283,65 @@ def pointwise_conv(x: jax.Array, kernel: jax.Array, strides: int = 1) -> jax.Arr
     # A 2-D product, not a 4-D einsum: through the einsum's transpose XLA:CPU laid the output gradient out
     # transposed for the kernel gradient (a slow copy and a slow dot); this is 17% faster in the EfficientNet step.
     return (x.reshape(b * h * w, c) @ kernel[0, 0]).reshape(b, h, w, kernel.shape[-1])
+
+
+# im2col holds k*k shifted copies of the input: above this many bytes ``Conv`` keeps ``lax.conv``.
+IM2COL_MAX_BYTES = 1 << 28
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, strides: int = 1, padding: str = "SAME") -> jax.Array:
+    """A dense convolution as one matrix product over the input's shifted copies (im2col).
+
+    Args:
+      x: (B, H, W, Cin) input.
+      kernel: (k, k, Cin, Cout) kernel, the layout of ``nn.Conv(Cout, (k, k))``.
+      strides: spatial stride.
+      padding: "SAME" or "VALID", as ``lax.conv``.
+
+    Returns:
+      (B, H', W', Cout), what ``lax.conv_general_dilated`` returns for the same arguments.
+    """
+    k = kernel.shape[0]
+    ph, pw = _pads(x.shape, k, strides, padding)
+    oh, ow = _out_size(x.shape[1], k, strides, ph), _out_size(x.shape[2], k, strides, pw)
+    xp = _pad_hw(x, ph, pw)
+    patches = jnp.concatenate([_tap(xp, i, j, oh, ow, strides) for i in range(k) for j in range(k)], axis=-1)
+    out = patches.reshape(-1, patches.shape[-1]) @ kernel.reshape(-1, kernel.shape[-1])
+    return out.reshape(x.shape[0], oh, ow, kernel.shape[-1])
+
+
+class Conv(nn.Module):
+    """A dense k x k convolution without bias, with the parameter (name, shape, initialiser) of ``nn.Conv``.
+
+    Attributes:
+      features: output channels.
+      kernel_size: k.
+      strides: spatial stride.
+      padding: "SAME" or "VALID".
+      impl: "auto" (im2col on CPU unless its patches would pass ``IM2COL_MAX_BYTES``; ``lax.conv`` on
+        accelerators, which were not measured), "shift" (im2col) or "lax".
+    """
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    padding: str = "SAME"
+    impl: str = "auto"
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
+        kernel = kernel.astype(x.dtype)
+        impl = _resolve_impl(self.impl)
+        patch_bytes = x.size * x.dtype.itemsize * k * k // self.strides**2
+        if self.impl == "auto" and patch_bytes > IM2COL_MAX_BYTES:
+            impl = "lax"
+        if impl == "lax":
+            dims = ("NHWC", "HWIO", "NHWC")
+            return lax.conv_general_dilated(x, kernel, (self.strides,) * 2, self.padding, dimension_numbers=dims)
+        return im2col_conv(x, kernel, self.strides, self.padding)
 
 
 class DepthwiseConv(nn.Module):
