@@ -40,11 +40,16 @@ def _val_key(figures: dict) -> str:
     return next((k for k in figures if k.startswith("val/")), "val/-")
 
 
+def _load(summary: dict) -> str:
+    """The highest 5-minute load average seen at the end of the runs, when recorded."""
+    return f" ({summary['load5']['max']:.1f})" if "load5" in summary else ""
+
+
 def seeds_table(results: list[dict]) -> str:
     """One row per seeds result."""
     lines = [
         "| method | data | backbone, steps | mAP@all | Prec@100 | ITQ codes mAP@all | learned codes mAP@all | "
-        f"validation ({'/'.join(sorted({_val_key(r['summary']) for r in results}))}) | training s | seeds |",
+        f"validation ({'/'.join(sorted({_val_key(r['summary']) for r in results}))}) | training s (load) | seeds |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -54,7 +59,7 @@ def seeds_table(results: list[dict]) -> str:
         lines.append(
             f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'map@all[exact]')}** | "
             f"{_pm(summary, 'prec@100[k]')} | {_pm(summary, itq)} | {_pm(summary, learned)} | "
-            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f} | {len(r['seeds'])} |"
+            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_load(summary)} | {len(r['seeds'])} |"
         )
     return "\n".join(lines)
 

@@ -69,6 +69,8 @@ def headline(report: dict[str, Any]) -> dict[str, float]:
         out[selection["metric"]] = selection["value"]
     out["selected_step"] = report["step"]
     out["train_s"] = report["timings"]["train_s"]
+    if "load5" in report["timings"]:
+        out["load5"] = report["timings"]["load5"]
     return out
 
 
@@ -86,6 +88,9 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     with contextlib.redirect_stdout(sys.stderr):
         report = trainer.train_and_evaluate(config, workdir)
     report["timings"]["total_s"] = time.perf_counter() - start
+    # The machine's 5-minute load average as the run ended: its own work gives about the number of cores it used,
+    # more means other processes shared the CPU and the times above are longer than on a quiet machine.
+    report["timings"]["load5"] = os.getloadavg()[1]
     return report
 
 
