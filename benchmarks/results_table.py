@@ -40,7 +40,7 @@ def _val_key(figures: dict) -> str:
     return next((k for k in figures if k.startswith("val/")), "val/-")
 
 
-def _load(summary: dict) -> str:
+def _busy(summary: dict) -> str:
     """The highest 5-minute load average seen at the end of the runs, when recorded."""
     return f" ({summary['load5']['max']:.1f})" if "load5" in summary else ""
 
@@ -59,7 +59,8 @@ def seeds_table(results: list[dict]) -> str:
         lines.append(
             f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'map@all[exact]')}** | "
             f"{_pm(summary, 'prec@100[k]')} | {_pm(summary, itq)} | {_pm(summary, learned)} | "
-            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_load(summary)} | {len(r['seeds'])} |"
+            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
+            f"{len(r['seeds'])} |"
         )
     return "\n".join(lines)
 

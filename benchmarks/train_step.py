@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--impl", default="auto", choices=["auto", "lax", "shift"], help="convolutions (depthwise; and dense in compact_cnn)")
+    parser.add_argument("--impl", default="auto", choices=["auto", "lax", "shift"], help="convolution path")
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--layer", choices=["depthwise", "pointwise"], help="time one layer instead")
