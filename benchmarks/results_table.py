@@ -70,7 +70,7 @@ def ablation_table(result: dict) -> str:
     s = result["settings"]
     metric = _val_key(result["variants"]["full"])
     lines = [
-        f"`{s['method']}` on {_where(s)}, seed {result['seed']}:",
+        f"`{s['method']}` on {_where(s)}, {s['backbone']}, {s['steps']} steps, seed {result['seed']}:",
         "",
         f"| variant | {metric} | change | test mAP@all | change |",
         "|---|---|---|---|---|",
