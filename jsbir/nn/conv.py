@@ -1,4 +1,4 @@
-"""Depthwise and pointwise convolutions that run fast on XLA:CPU, as drop-in replacements for ``nn.Conv``.
+"""Depthwise, pointwise and dense convolutions that run fast on XLA:CPU, as drop-in replacements for ``nn.Conv``.
 
 XLA:CPU lowers grouped (``feature_group_count``) convolutions to a slow generic loop, worst for the kernel
 gradient (jax-ml/jax #13800, #23713; openxla/xla #34273). A depthwise convolution is only k*k per-channel
