@@ -69,6 +69,8 @@ def headline(report: dict[str, Any]) -> dict[str, float]:
         out[selection["metric"]] = selection["value"]
     out["selected_step"] = report["step"]
     out["train_s"] = report["timings"]["train_s"]
+    if "features_s" in report["timings"]:  # a method that trains on features: their extraction or cache read
+        out["features_s"] = report["timings"]["features_s"]
     if "load5" in report["timings"]:
         out["load5"] = report["timings"]["load5"]
     return out
@@ -117,14 +119,15 @@ def select_metric(config: Any) -> str:
 
 def describe(config: Any) -> dict[str, Any]:
     """The settings a result depends on, for the JSON output."""
+    backbone = config.features if "features" in config else config.model  # a feature method's extractor
     return {
         "method": config.method,
         "dataset": config.data.name,
         "split": config.data.split,
         "root": config.data.root,
         "image_size": config.data.image_size,
-        "backbone": config.model.backbone,
-        "pretrained": config.model.pretrained,
+        "backbone": backbone.backbone,
+        "pretrained": backbone.pretrained,
         "freeze": config.train.freeze,
         "steps": config.train.steps,
         "batch_size": config.train.batch_size,

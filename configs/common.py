@@ -157,6 +157,7 @@ def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.Co
     data.skip_corrupt = False  # skip (and log) undecodable images instead of failing
     data.subset = ""  # QMUL: "shoes"/"chairs" (V1 file prefix) or the V2 class name; "" = the only one
     data.max_per_class = 1000  # quickdraw_raw: drawings read per class (0 = all)
+    data.feature_dim = 0  # features: the dimension every feature file must have (0 = the files' own)
     return data
 
 

@@ -310,6 +310,7 @@ def topology_loss(
     prototypes: jax.Array,
     semantic_distance: jax.Array,
     mask: jax.Array | None = None,
+    pairs: jax.Array | None = None,
 ) -> jax.Array:
     """Keeps the prototypes' pairwise Euclidean distances proportional to the semantic distances.
 
@@ -323,6 +324,7 @@ def topology_loss(
       prototypes: (C, D) class prototypes.
       semantic_distance: (C, C) symmetric semantic distances (e.g. `semantics.semantic_distances`).
       mask: optional (C,) bool; only pairs of True classes take part.
+      pairs: optional (C, C) bool; only the True pairs take part (the edges of a class graph).
 
     Returns:
       Scalar loss (0 when fewer than two classes take part).
@@ -333,6 +335,8 @@ def topology_loss(
     valid = ~jnp.eye(num, dtype=bool)
     if mask is not None:
         valid = valid & mask[:, None] & mask[None, :]
+    if pairs is not None:
+        valid = valid & pairs
     mean_p = jnp.maximum(_masked_mean(d_p, valid), _EPS)
     mean_s = jnp.maximum(_masked_mean(d_s, valid), _EPS)
     return _masked_mean((d_p / mean_p - d_s / mean_s) ** 2, valid)

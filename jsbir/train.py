@@ -24,7 +24,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from tqdm import tqdm
 
 from jsbir import checkpoint, checks, sharding
-from jsbir.data import get_dataset, pipeline
+from jsbir.data import features, get_dataset, pipeline, samplers
 from jsbir.eval.evaluator import Evaluator
 from jsbir.methods import get_method
 from jsbir.methods.api import Method
@@ -214,8 +214,9 @@ def train_and_evaluate(
       On several hosts a scheduler signals every process, so all stop after the same step.
     """
     run_start = time.perf_counter()
-    # Where the time goes: setup (data, model, state), evaluation of the untrained model, the first step (its
-    # compilation), validation and checkpoints inside the loop, and the loop itself (train_s, which includes them).
+    # Where the time goes: setup (data, model, state; features_s of it for a method that trains on features),
+    # evaluation of the untrained model, the first step (its compilation), validation and checkpoints inside the
+    # loop, and the loop itself (train_s, which includes them).
     timings: dict[str, float] = {}
     checks.check_config(config)
     workdir = prepare_workdir(workdir)
@@ -225,6 +226,10 @@ def train_and_evaluate(
     data = get_dataset(config.data)
     method = get_method(config.method)
     inputs = method.inputs(config)
+    feature_summary = None
+    if samplers.get_sampler(inputs.sampler).stored == "features" and data.train_sketches.image.ndim == 4:
+        with _timed(timings, "features_s"):
+            data, feature_summary = features.with_features(data, config, mesh)
     model = method.Model.from_config(config.model, data.info)
     sketches, photos = data.training_pairs()
     example = pipeline.example_batch(inputs.sampler, inputs.preprocess, sketches.image.shape[1:])
@@ -350,6 +355,8 @@ def train_and_evaluate(
 
     timings.update(train_s=train_seconds, train_steps_this_run=end - start)
     extra = {"timings": timings, "started_from": source}
+    if feature_summary is not None:
+        extra["features"] = feature_summary
     if untrained is not None:
         extra["untrained"] = untrained["metrics"]
     if selector is not None:

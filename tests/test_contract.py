@@ -16,7 +16,7 @@ from jsbir.data import pipeline, with_class_graph
 from jsbir.data.types import DatasetInfo, SbirData
 from jsbir.methods import api, available_methods, get_method
 
-SIZE, BATCH, CLASSES = 32, 16, 6
+SIZE, BATCH, CLASSES, FEATURES = 32, 16, 6, 20
 
 
 def _info(unseen_seed: int = 0, setting: str = "inductive") -> DatasetInfo:
@@ -40,7 +40,9 @@ def _setup(name: str):
     method = get_method(name)
     model = method.Model.from_config(config.model, _info())
     inputs = method.inputs(config)
-    example = pipeline.example_batch(inputs.sampler, inputs.preprocess, (SIZE, SIZE, 3))
+    size = config.data.image_size
+    stored = (FEATURES,) if pipeline.samplers.get_sampler(inputs.sampler).stored == "features" else (size, size, 3)
+    example = pipeline.example_batch(inputs.sampler, inputs.preprocess, stored)
     mesh = sharding.make_mesh()
     state = train.StateFactory(method, model, config, example, mesh).build("scratch", None, {})
     return config, method, model, example, mesh, state
@@ -78,13 +80,18 @@ def test_method_trains_one_step_on_eight_devices_and_embeds(name):
     variables = {"params": state.params, **state.model_state}
     inputs = {"sketch": batch["sketch"], "photo": batch["photo"]}
     spec = method.evaluation(config)
+    dims = set()
     for modality, images in inputs.items():
         embedding = np.asarray(jax.jit(lambda v, x, m=modality: method.embed(model, v, x, m))(variables, images))
-        assert embedding.shape == (BATCH, config.model.embed_dim) and np.isfinite(embedding).all()
+        assert embedding.ndim == 2 and embedding.shape[0] == BATCH and np.isfinite(embedding).all()
+        dims.add(embedding.shape[1])
         if spec.codes:
             codes = np.asarray(method.codes(model, variables, images, modality))
             assert codes.shape == (BATCH, spec.code_bits)
             assert set(np.unique(codes)) <= {-1.0, 1.0}
+    # One shared space: config.model.embed_dim, or for ZSCMR the class vectors' dimension.
+    expected = config.model.embed_dim if "embed_dim" in config.model else model.semantics.shape[1]
+    assert dims == {expected}
 
 
 @pytest.mark.parametrize("name", available_methods())
@@ -112,7 +119,7 @@ def test_config_declares_what_the_shared_code_reads(name):
     from jsbir.eval.protocols import PROTOCOLS
 
     assert spec.protocol in PROTOCOLS and spec.views >= 1
-    assert config.loss and config.model.embed_dim > 0
+    assert config.loss and config.train.steps > 0
 
 
 @pytest.mark.parametrize("name", available_methods())
@@ -120,6 +127,8 @@ def test_unseen_class_vectors_reach_training_only_when_transductive(name):
     """Inductive by default: changing only the unseen classes' vectors changes neither the class graph among the
     seen classes nor the training loss; the transductive option lets them in."""
     config, method, model, example, _, state = _setup(name)
+    if method.evaluation(config).protocol != "zero_shot":
+        pytest.skip(f"{name} is instance-level: it reads no class vectors")
     batch = jax.tree.map(jax.numpy.asarray, _batch(example))
     rng = jax.random.key(0)
 

@@ -5,7 +5,8 @@ Each dataset is a function registered in ``DATASETS``; it returns an :class:`~js
 information. ``get_dataset`` then attaches the class graph and the semantic distances built from that side
 information (``config.data.graph``), so a model receives them as arrays. ``synthetic`` is rendered procedurally;
 ``sketchy``, ``folder``, ``tuberlin``, ``quickdraw``, ``quickdraw_raw``, ``qmul_v1`` and ``qmul_v2`` read the user's
-folder ``config.root`` (see :mod:`jsbir.data.real`).
+folder ``config.root`` (see :mod:`jsbir.data.real`); ``features`` reads the user's own feature files there (see
+:mod:`jsbir.data.feature_files`).
 """
 
 from __future__ import annotations
@@ -65,9 +66,19 @@ def _real(name: str) -> Callable[[Any], SbirData]:
     return load
 
 
+def _features(config: Any) -> SbirData:
+    from jsbir.data import feature_files
+
+    return feature_files.load_dataset(config)
+
+
 # Real datasets read a manual folder (config.root); see jsbir.data.real for their splits and jsbir.data.builders.
 _REAL = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw", "qmul_v1", "qmul_v2")
-DATASETS: dict[str, Callable[[Any], SbirData]] = {"synthetic": _synthetic, **{n: _real(n) for n in _REAL}}
+DATASETS: dict[str, Callable[[Any], SbirData]] = {
+    "synthetic": _synthetic,
+    **{n: _real(n) for n in _REAL},
+    "features": _features,
+}
 
 
 SEMANTICS_SETTINGS = ("inductive", "transductive")

@@ -140,21 +140,36 @@ def _info(config: Any, builder: Any, split: str, seen, unseen) -> DatasetInfo:
     )
 
 
+def unseen_classes(split: str, names: tuple[str, ...], default: str) -> tuple[str, tuple[int, ...]]:
+    """The resolved split name and the label ids of its unseen classes (``config.data.split``).
+
+    Args:
+      split: the configured split; "default" means ``default``, or a random 20% of the classes when that is "".
+      names: the dataset's classes.
+      default: the dataset's default split.
+
+    Raises:
+      ValueError: an unknown split, a class the data lack, or every class unseen.
+    """
+    resolved = split
+    if resolved == "default":
+        resolved = default or f"random{max(1, round(0.2 * len(names)))}_seed0"
+    unseen_names, source = splits.resolve_split(resolved, names)
+    unseen = splits.match_classes(names, unseen_names, source)
+    if len(unseen) >= len(names):
+        raise ValueError(
+            f"config.data.split={split!r} ({source}) lists all {len(names)} classes as unseen: no seen class "
+            "is left to train on"
+        )
+    return resolved, unseen
+
+
 def zero_shot(config: Any, name: str) -> SbirData:
     """A zero-shot dataset from its manual folder ``config.root``, divided as the module docstring says."""
     builder_cls, default = _ZERO_SHOT[name]
     builder = _prepare(name, builder_cls, _builder_config(name, config), config)
     names = tuple(builder.info.features["label"].names)
-    split = config.split
-    if split == "default":
-        split = default or f"random{max(1, round(0.2 * len(names)))}_seed0"
-    unseen_names, source = splits.resolve_split(split, names)
-    unseen = splits.match_classes(names, unseen_names, source)
-    if len(unseen) >= len(names):
-        raise ValueError(
-            f"config.data.split={config.split!r} ({source}) lists all {len(names)} classes as unseen: no seen class "
-            "is left to train on"
-        )
+    split, unseen = unseen_classes(config.split, names, default)
     arrays = load_split(builder, "full")
     test = divide(arrays, names, unseen, _opt(config, "test_fraction"), config.data_seed)
     train_sketches, train_photos = split_modalities(_select(arrays, ~test))

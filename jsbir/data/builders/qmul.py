@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jsbir.data import matfile
 from jsbir.data.builders import manual
 
 _V1_FILE = re.compile(r"^(.+)_(sketch|edge)_db_(train|test)\.mat$")
@@ -68,28 +69,18 @@ def v1_subsets(root: str | Path) -> tuple[str, ...]:
 
 
 def read_mat(path: Path) -> np.ndarray:
-    """The uint8 ``data`` array of a QMUL .mat file, (N, H, W) or (N, H, W, C); MATLAB v7.3 files through h5py.
+    """The uint8 ``data`` array of a QMUL .mat file, (N, H, W) or (N, H, W, C).
 
     Raises:
       LayoutError: no ``data`` variable, or the wrong shape.
       CorruptImageError: the file cannot be read.
     """
-    import scipy.io
-
     try:
-        try:
-            mat = scipy.io.loadmat(path, variable_names=["data"])
-            data = mat.get("data")
-        except NotImplementedError:  # v7.3: HDF5, stored in column-major order, so the axes come reversed
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                data = np.transpose(f["data"][()]) if "data" in f else None
-    except Exception as err:  # scipy and h5py fail on a damaged file with many exception types
-        raise manual.CorruptImageError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+        data = matfile.read_variables(path, ("data",)).get("data")
+    except matfile.MatFileError as err:
+        raise manual.CorruptImageError(str(err)) from err
     if data is None:
         raise manual.LayoutError(f"{path} has no 'data' variable")
-    data = np.asarray(data)
     if data.ndim not in (3, 4) or data.dtype != np.uint8:
         raise manual.LayoutError(f"{path}: 'data' must be uint8 (N, H, W[, C]), got {data.dtype} {data.shape}")
     return data
