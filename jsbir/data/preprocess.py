@@ -23,7 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-GRAY_MEAN = 250.42  # mean pixel of the 0..255 sketches and edge maps DSSA trains on
+from jsbir.nn.sketch_a_net import GRAY_MEAN
+
 CROP_FRACTION = 225 / 256  # DSSA crops 225 pixels from 256
 
 

@@ -75,3 +75,26 @@ class AttentionPool(nn.Module):
         positions = fmap.reshape(fmap.shape[0], -1, fmap.shape[-1])
         weights = attention_weights(query, self.keys(positions), self.num_heads)
         return attend(weights, self.values(positions)), weights
+
+
+class SpatialAttention(nn.Module):
+    """DSSA's spatial attention with a residual connection: ``f' = f + f * M``.
+
+    The mask ``M`` is a softmax over the positions of a score map: a 1x1 convolution of ``hidden`` channels with
+    ReLU, then a 1x1 convolution to one channel. ``M`` sums to one over the positions of each example, so the
+    residual keeps every position and ``f * M`` raises the ones the mask favours.
+
+    Attributes:
+      hidden: channels of the first 1x1 convolution.
+    """
+
+    hidden: int = 256
+
+    @nn.compact
+    def __call__(self, f: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(B, H, W, C) map -> (the attended map f', the (B, H, W) mask M)."""
+        hidden = nn.relu(nn.Dense(self.hidden, name="hidden")(f))  # 1x1 convolutions are Dense on channels
+        scores = nn.Dense(1, name="score")(hidden)[..., 0]
+        batch, height, width = scores.shape
+        mask = jax.nn.softmax(scores.reshape(batch, -1).astype(jnp.float32), axis=-1).reshape(batch, height, width)
+        return f + f * mask[..., None].astype(f.dtype), mask

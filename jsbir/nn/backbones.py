@@ -1,4 +1,5 @@
-"""Backbones by name. Each maps (B, H, W, 3) images in [-1, 1] to a (B, h, w, C) feature map.
+"""Backbones by name. Each maps (B, H, W, 3) images in [-1, 1] to a (B, h, w, C) feature map; ``sketch_a_net`` maps
+one-channel (B, H, W, 1) inputs on the 0..255 scale minus its mean pixel (the ``gray_crop`` preprocessing).
 
 ``get_backbone(name, **kwargs)`` looks a backbone up in ``BACKBONES``; pretrained backbones register here too.
 """
@@ -12,6 +13,7 @@ import jax
 
 from jsbir.nn import conv, resnet, vgg
 from jsbir.nn.efficientnet import EfficientNetLite0
+from jsbir.nn.sketch_a_net import SketchANet
 
 
 class CompactCNN(nn.Module):
@@ -57,6 +59,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite0": EfficientNetLite0,
     "vgg16": vgg.VGG16,
     "resnet50": resnet.ResNet50,
+    "sketch_a_net": SketchANet,
 }
 
 

@@ -1,0 +1,198 @@
+"""DSSA: Deep Spatial-Semantic Attention for fine-grained sketch-based image retrieval (Song, Yu, Song, Xiang and
+Hospedales, ICCV 2017): a sketch retrieves its own photo among photos of the same category.
+
+docs/methods/dssa.md says what follows the paper and the authors' released code. In short:
+
+- One backbone shared by sketches and photos (Siamese): Sketch-a-Net on one-channel inputs (photos enter as edge
+  maps), or the ImageNet EfficientNet-Lite0 with the channel replicated, whose map a 1x1 convolution brings to 256
+  channels.
+- Spatial attention with a residual connection on the last feature map f: ``f' = f + f * M``, M a softmax over
+  positions (``jsbir.nn.attention.SpatialAttention``).
+- Shortcut fusion: a coarse branch (max-pool, fc 512 with ReLU, fc 256, L2-normalised) and a fine branch (the
+  attended map sum-pooled, L2-normalised), concatenated into one L2-normalised 512-d embedding.
+- HOLEF, the higher-order learnable energy function ``D_W(x, y) = sum_ij W_ij (x_i - y_j)^2`` with W learned from
+  the identity, in a triplet loss with an L1 (HOLEF-1) or squared Frobenius (HOLEF-2) penalty on ``W - I``; or the
+  plain squared-Euclidean triplet (``loss.kind = "triplet"``, the released code's). A model trained with HOLEF ranks
+  by ``-D_W``; with W = I that is the squared Euclidean distance, the same ranking as the dot product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsbir.methods import api
+from jsbir.nn import backbones
+from jsbir.nn.attention import SpatialAttention
+from jsbir.nn.sketch_a_net import GRAY_MEAN, max_pool
+
+KINDS = ("holef1", "holef2", "triplet")
+FINE_CHANNELS = 256  # the fine branch's width: Sketch-a-Net's conv5 channels
+
+
+def _normalise(x: jax.Array) -> jax.Array:
+    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
+
+
+class Model(nn.Module):
+    """The DSSA network and its HOLEF matrix.
+
+    Attributes:
+      backbone: a name in ``backbones.BACKBONES``: "sketch_a_net" (one channel) or an RGB backbone, fed the
+        one-channel input replicated and rescaled to [-1, 1].
+      backbone_args: (key, value) pairs for the backbone's constructor.
+      attention: use the spatial attention (else f' = f).
+      fusion: concatenate the fine branch to the coarse one (else the coarse branch alone).
+      dropout: dropout rate after the coarse branch's first fully connected layer.
+      embed_dim: the embedding size (coarse and fine branches each take half when fused).
+    """
+
+    backbone: str = "sketch_a_net"
+    backbone_args: tuple[tuple[str, Any], ...] = ()
+    attention: bool = True
+    fusion: bool = True
+    dropout: float = 0.0
+    embed_dim: int = 512
+
+    @classmethod
+    def from_config(cls, config: Any, info: Any) -> Model:
+        """Builds the model from ``config.model`` (the dataset's info carries nothing DSSA needs)."""
+        del info
+        return cls(
+            backbone=config.backbone,
+            backbone_args=tuple(sorted(config.backbone_args.items())),
+            attention=config.attention,
+            fusion=config.fusion,
+            dropout=config.dropout,
+            embed_dim=config.embed_dim,
+        )
+
+    def setup(self):
+        self.shared_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
+        self.reduce = nn.Dense(FINE_CHANNELS) if self.backbone != "sketch_a_net" else None
+        self.spatial_attention = SpatialAttention() if self.attention else None
+        coarse_dim = self.embed_dim // 2 if self.fusion else self.embed_dim
+        self.fc6 = nn.Dense(512)
+        self.fc7 = nn.Dense(coarse_dim)
+        self.drop = nn.Dropout(self.dropout)
+        self.holef = self.param("holef", lambda _: jnp.eye(self.embed_dim, dtype=jnp.float32))
+
+    def features(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+        """One-channel inputs -> the attended map, the mask (if any) and the embedding."""
+        if self.backbone != "sketch_a_net":
+            images = jnp.repeat((images + GRAY_MEAN) / 127.5 - 1.0, 3, axis=-1)
+        f = self.shared_net(images, train=train)
+        if self.reduce is not None:
+            f = nn.relu(self.reduce(f))
+        mask = None
+        if self.spatial_attention is not None:
+            f, mask = self.spatial_attention(f)
+        pooled = max_pool(f) if min(f.shape[1:3]) >= 3 else f
+        hidden = self.drop(nn.relu(self.fc6(pooled.reshape(pooled.shape[0], -1))), deterministic=not train)
+        coarse = _normalise(self.fc7(hidden))
+        embedding = jnp.concatenate([coarse, _normalise(jnp.sum(f, axis=(1, 2)))], -1) if self.fusion else coarse
+        return {"embedding": _normalise(embedding), "mask": mask}
+
+    def __call__(self, batch: dict[str, jax.Array], train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
+        out = {key: self.features(batch[key], train) for key in ("sketch", "photo", "negative") if key in batch}
+        return out["sketch"]["embedding"], out
+
+    def encode(self, images: jax.Array) -> jax.Array:
+        """The test-time embedding (either modality: the backbone and heads are shared)."""
+        return self.features(images)["embedding"]
+
+    def distance_matrix(self) -> jax.Array:
+        """The HOLEF matrix W."""
+        return self.holef
+
+
+def holef_distance(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+    """``D_W(x_a, y_b) = sum_ij W_ij (x_ai - y_bj)^2`` for every pair of rows: (A, B).
+
+    Expanded as ``x^2 . W 1 + 1' W . y^2 - 2 x W y'`` so no (A, B, D, D) array is formed.
+    """
+    x, y, w = (jnp.asarray(a, jnp.float32) for a in (x, y, w))
+    rows = (x * x) @ jnp.sum(w, axis=1)
+    cols = (y * y) @ jnp.sum(w, axis=0)
+    return rows[:, None] + cols[None, :] - 2.0 * (x @ w) @ y.T
+
+
+def holef_paired(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+    """``D_W(x_i, y_i)`` for row-paired inputs: (B,)."""
+    x, y, w = (jnp.asarray(a, jnp.float32) for a in (x, y, w))
+    return (x * x) @ jnp.sum(w, axis=1) + (y * y) @ jnp.sum(w, axis=0) - 2.0 * jnp.sum((x @ w) * y, axis=-1)
+
+
+def triplet_objective(
+    sketch: jax.Array, positive: jax.Array, negative: jax.Array, w: jax.Array, config: Any
+) -> tuple[jax.Array, jax.Array]:
+    """(the triplet term, the penalty on W) of ``config.kind``.
+
+    ``mean max(0, m + D(s, p+) - D(s, p-))`` with ``D = D_W`` for HOLEF and the squared Euclidean distance for
+    "triplet"; the penalty is ``alpha ||W - I||_1`` (holef1), ``beta ||W - I||_F^2`` (holef2) or 0 (triplet).
+    """
+    if config.kind not in KINDS:
+        raise ValueError(f"config.loss.kind={config.kind!r} is not one of {KINDS}")
+    if config.kind == "triplet":
+        w = jnp.eye(sketch.shape[-1], dtype=jnp.float32)
+    term = jnp.mean(jax.nn.relu(config.margin + holef_paired(sketch, positive, w) - holef_paired(sketch, negative, w)))
+    offset = w - jnp.eye(w.shape[0], dtype=w.dtype)
+    penalty = {
+        "holef1": config.alpha * jnp.sum(jnp.abs(offset)),
+        "holef2": config.beta * jnp.sum(offset * offset),
+        "triplet": jnp.zeros(()),
+    }[config.kind]
+    return term, penalty
+
+
+def loss_fn(
+    model: Model,
+    params: Any,
+    model_state: Any,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    progress: jax.Array,
+    config: Any,
+) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
+    """The DSSA loss on a batch of (sketch, own photo, negative photo) triplets (see :func:`triplet_objective`)."""
+    del progress
+    (_, out), updated = model.apply(
+        {"params": params, **model_state}, batch, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+    )
+    s, p, n = (out[k]["embedding"] for k in ("sketch", "photo", "negative"))
+    term, penalty = triplet_objective(s, p, n, params["holef"], config)
+    d_pos, d_neg = jnp.sum((s - p) ** 2, -1), jnp.sum((s - n) ** 2, -1)
+    measurements = {
+        "loss_triplet": term,
+        "loss_w_penalty": penalty,
+        "w_offset_l1": jnp.sum(jnp.abs(params["holef"] - jnp.eye(params["holef"].shape[0]))),
+        "train_triplet_accuracy": jnp.mean(d_pos < d_neg),
+    }
+    return term + penalty, ({**model_state, **updated}, measurements)
+
+
+def embed(model: Model, variables: Any, images: jax.Array, modality: str) -> jax.Array:
+    """The L2-normalised 512-d embedding of one-channel images (the network is shared by both modalities)."""
+    del modality
+    return model.apply(variables, images, method=Model.encode)
+
+
+def score(model: Model, variables: Any, queries: jax.Array, gallery: jax.Array) -> jax.Array:
+    """``-D_W(query, gallery item)``: the learned HOLEF distance (the squared Euclidean one while W = I)."""
+    return -holef_distance(queries, gallery, model.apply(variables, method=Model.distance_matrix))
+
+
+METHOD = api.Method(
+    name="dssa",
+    Model=Model,
+    loss_fn=loss_fn,
+    embed=embed,
+    score=score,
+    inputs=lambda config: api.InputSpec(sampler="instance_triplets", preprocess="gray_crop"),
+    evaluation=lambda config: api.EvalSpec(protocol="fine_grained", views=config.eval.views),
+    rng_streams=("dropout",),
+    frozen=lambda config: "^holef$" if config.loss.kind == "triplet" else "",
+)

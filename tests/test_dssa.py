@@ -1,0 +1,106 @@
+"""DSSA: HOLEF against its definition and the squared-Euclidean triplet, its gradient with respect to W by hand, the
+spatial attention's mask and residual form, Sketch-a-Net's map sizes, and multi-view score averaging by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import dssa as dssa_config
+from jsbir.methods import dssa
+from jsbir.nn.attention import SpatialAttention
+from jsbir.nn.sketch_a_net import SketchANet
+
+
+def _loss_config(kind: str, margin: float = 0.3, alpha: float = 0.0, beta: float = 0.0):
+    return ml_collections.ConfigDict({"kind": kind, "margin": margin, "alpha": alpha, "beta": beta})
+
+
+def test_holef_distance_is_its_definition():
+    rng = np.random.default_rng(0)
+    x, y, w = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(4, 4))
+    brute = np.array([[np.sum(w * (xa[:, None] - yb[None, :]) ** 2) for yb in y] for xa in x])
+    np.testing.assert_allclose(dssa.holef_distance(x, y, w), brute, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dssa.holef_paired(x[:3], y[:3], w), np.diag(brute[:, :3]), rtol=1e-5, atol=1e-5)
+    # W = I: the squared Euclidean distance.
+    np.testing.assert_allclose(
+        dssa.holef_distance(x, y, np.eye(4)), ((x[:, None] - y[None]) ** 2).sum(-1), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_holef_with_identity_equals_the_squared_euclidean_triplet():
+    rng = np.random.default_rng(1)
+    s, p, n = (rng.normal(size=(6, 8)).astype(np.float32) for _ in range(3))
+    holef, penalty = dssa.triplet_objective(s, p, n, jnp.eye(8), _loss_config("holef2", beta=1.0))
+    triplet, none = dssa.triplet_objective(s, p, n, jnp.zeros((8, 8)), _loss_config("triplet"))
+    expected = np.mean(np.maximum(0, 0.3 + ((s - p) ** 2).sum(1) - ((s - n) ** 2).sum(1)))
+    np.testing.assert_allclose(holef, expected, rtol=1e-5)
+    np.testing.assert_allclose(triplet, expected, rtol=1e-5)  # "triplet" ignores W
+    assert float(penalty) == 0.0 and float(none) == 0.0
+
+
+def test_holef_gradient_with_respect_to_w_by_hand():
+    # One triplet, active: s = (1, 0), p = (0, 1), n = (2, 2). dD_W(x, y)/dW_ij = (x_i - y_j)^2, so
+    # dL/dW_ij = (s_i - p_j)^2 - (s_i - n_j)^2 + 2 beta (W - I)_ij; at W = I the penalty's gradient is 0.
+    s, p, n = jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]]), jnp.array([[2.0, 2.0]])
+    config = _loss_config("holef2", margin=10.0, beta=0.5)
+
+    def total(w):
+        term, penalty = dssa.triplet_objective(s, p, n, w, config)
+        return term + penalty
+
+    grad = jax.grad(total)(jnp.eye(2))
+    expected = np.array([[1 - 1, 0 - 1], [0 - 4, 1 - 4]], float)  # (s_i - p_j)^2 - (s_i - n_j)^2
+    np.testing.assert_allclose(grad, expected, atol=1e-6)
+    # Off the identity the L2 penalty adds 2 beta (W - I); the L1 one adds alpha sign(W - I).
+    w = jnp.array([[1.5, 0.2], [-0.5, 0.7]])  # every entry off the identity (|x| has no derivative at 0)
+    term_only = jax.grad(lambda v: dssa.triplet_objective(s, p, n, v, config)[0])(w)
+    np.testing.assert_allclose(jax.grad(total)(w) - term_only, 2 * 0.5 * (np.asarray(w) - np.eye(2)), atol=1e-6)
+    l1 = _loss_config("holef1", margin=10.0, alpha=0.25)
+    penalty_grad = jax.grad(lambda v: dssa.triplet_objective(s, p, n, v, l1)[1])(w)
+    np.testing.assert_allclose(penalty_grad, 0.25 * np.sign(np.asarray(w) - np.eye(2)), atol=1e-6)
+    with pytest.raises(ValueError, match=r"config.loss.kind='nope' is not one of"):
+        dssa.triplet_objective(s, p, n, w, _loss_config("nope"))
+
+
+def test_spatial_attention_mask_sums_to_one_and_the_residual_holds():
+    f = jax.random.normal(jax.random.key(0), (2, 5, 4, 7))
+    module = SpatialAttention(hidden=3)
+    variables = module.init(jax.random.key(1), f)
+    attended, mask = module.apply(variables, f)
+    assert mask.shape == (2, 5, 4) and (np.asarray(mask) > 0).all()
+    np.testing.assert_allclose(np.asarray(mask).sum(axis=(1, 2)), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(attended, f + f * mask[..., None], rtol=1e-6)
+    # The mask is the softmax over positions of the two 1x1 convolutions' score.
+    p = variables["params"]
+    scores = np.maximum(np.asarray(f) @ p["hidden"]["kernel"] + p["hidden"]["bias"], 0) @ p["score"]["kernel"]
+    scores = (scores[..., 0] + p["score"]["bias"][0]).reshape(2, -1)
+    expected = np.exp(scores - scores.max(1, keepdims=True))
+    np.testing.assert_allclose(mask.reshape(2, -1), expected / expected.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_sketch_a_net_map_of_a_225_pixel_crop_is_15_by_15():
+    shapes = jax.eval_shape(
+        lambda x: SketchANet().init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((1, 225, 225, 1), jnp.float32),
+    )
+    assert shapes.shape == (1, 15, 15, 256)
+
+
+def test_model_embeds_one_channel_crops_and_scores_with_w():
+    config = dssa_config.get_config("runlocal,backbone=sketch_a_net")
+    assert config.data.image_size == 112  # Sketch-a-Net's valid convolutions need about 100 pixels
+    model = dssa.Model.from_config(config.model, None)
+    x = jax.random.normal(jax.random.key(0), (3, 98, 98, 1)) * 50
+    variables = model.init(jax.random.key(1), {"sketch": x, "photo": x, "negative": x})
+    e = dssa.embed(model, variables, x, "photo")
+    assert e.shape == (3, 512)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    # W = I at init: the score is minus the squared distance, 2 - 2 cos for unit vectors.
+    np.testing.assert_allclose(dssa.score(model, variables, e, e), -(2 - 2 * np.asarray(e @ e.T)), atol=1e-5)
+    assert dssa.METHOD.freeze_pattern(config) == "" and config.loss.kind == "holef2"
+    triplet = dssa_config.get_config("runlocal,backbone=sketch_a_net,loss=triplet")
+    assert dssa.METHOD.freeze_pattern(triplet) == "^holef$"  # the plain triplet never touches W
