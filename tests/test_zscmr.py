@@ -83,6 +83,13 @@ def test_semantic_and_reconstruction_losses_by_hand():
     np.testing.assert_allclose(zscmr.reconstruction_loss(z, s), (1 + 0 + 0 + 1) / 4)
 
 
+def test_classification_by_hand():
+    # Logits (1, 2, 0) with the third class outside training: softmax over the first two, label 1:
+    # -log(e^2 / (e^1 + e^2)) = log(1 + e^-1).
+    got = zscmr.classification_loss(jnp.array([[1.0, 2.0, 0.0]]), jnp.array([1]), jnp.array([True, True, False]))
+    np.testing.assert_allclose(got, np.log1p(np.exp(-1.0)), rtol=1e-6)
+
+
 def test_triplet_both_forms_by_hand():
     # d(s0,p0) = 1, d(s0,p1) = 2, d(s1,p0) = sqrt 2, d(s1,p1) = 1 (Euclidean); labels 0, 1.
     sketch = jnp.array([[0.0, 0.0], [1.0, 0.0]])

@@ -202,7 +202,8 @@ TRIPLETS = {
 }
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array, seen: jax.Array) -> jax.Array:
+def classification_loss(logits: jax.Array, labels: jax.Array, seen: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy over the ``seen`` classes only (the others' logits are masked out)."""
     logits = jnp.where(seen[None, :], logits, _MASKED_LOGIT)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
@@ -255,7 +256,7 @@ def loss_fn(
     l_rec = reconstruction_loss(out["sketch_from_photo"], batch["sketch"]) + reconstruction_loss(
         out["photo_from_sketch"], batch["photo"]
     )
-    l_cls = _cross_entropy(out["sketch_logits"], labels, seen) + _cross_entropy(out["photo_logits"], labels, seen)
+    l_cls = sum(classification_loss(out[k], labels, seen) for k in ("sketch_logits", "photo_logits"))
     l_topo = centroid_topology_loss(
         jnp.concatenate([z_s, z_p]),
         jnp.concatenate([labels, labels]),
