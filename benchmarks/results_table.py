@@ -32,7 +32,8 @@ def _pm(summary: dict, key: str, digits: int = 3) -> str:
 def _where(settings: dict) -> str:
     if settings["dataset"] == "synthetic":
         return f"synthetic, {settings['image_size']} px"
-    return f"{os.path.basename(settings['root'].rstrip('/')) or settings['dataset']} ({settings['split']})"
+    name = os.path.basename(settings["root"].rstrip("/")) or settings["dataset"]
+    return f"{name} ({settings['split']}), {settings['image_size']} px"
 
 
 def _val_key(figures: dict) -> str:
