@@ -26,6 +26,8 @@ def _pm(summary: dict, key: str, digits: int = 3) -> str:
     if key not in summary:
         return "-"
     value = summary[key]
+    if value["std"] == 0 and value.get("min") == value.get("max"):  # one run: no spread to give
+        return f"{value['mean']:.{digits}f}"
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
 
