@@ -37,8 +37,14 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _l2_normalise(x: jax.Array) -> jax.Array:
+def l2_normalise(x: jax.Array) -> jax.Array:
+    """``x`` scaled to unit length along the last axis; a zero vector stays zero with a finite gradient."""
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), _EPS))
+
+
+def mask_classes(logits: jax.Array, class_mask: jax.Array) -> jax.Array:
+    """(B, C) logits with the classes outside ``class_mask`` (C,) set so that softmax gives them exactly 0."""
+    return jnp.where(class_mask[None, :], logits, _MASKED_LOGIT)
 
 
 def _pairwise_sqeuclidean(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -49,13 +55,13 @@ def _pairwise_sqeuclidean(a: jax.Array, b: jax.Array) -> jax.Array:
 _PAIRWISE: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "sqeuclidean": _pairwise_sqeuclidean,
     "euclidean": lambda a, b: _safe_sqrt(_pairwise_sqeuclidean(a, b)),
-    "cosine": lambda a, b: 1.0 - _l2_normalise(a) @ _l2_normalise(b).T,
+    "cosine": lambda a, b: 1.0 - l2_normalise(a) @ l2_normalise(b).T,
 }
 
 _PAIRED: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "sqeuclidean": lambda a, b: jnp.sum((a - b) ** 2, axis=-1),
     "euclidean": lambda a, b: _safe_sqrt(jnp.sum((a - b) ** 2, axis=-1)),
-    "cosine": lambda a, b: 1.0 - jnp.sum(_l2_normalise(a) * _l2_normalise(b), axis=-1),
+    "cosine": lambda a, b: 1.0 - jnp.sum(l2_normalise(a) * l2_normalise(b), axis=-1),
 }
 
 
@@ -231,7 +237,7 @@ def infonce(
     Returns:
       Scalar loss.
     """
-    logits = _l2_normalise(_f32(z_a)) @ _l2_normalise(_f32(z_b)).T / temperature
+    logits = l2_normalise(_f32(z_a)) @ l2_normalise(_f32(z_b)).T / temperature
     if labels is None:
         positive = jnp.eye(logits.shape[0], dtype=bool)
     else:
@@ -299,9 +305,9 @@ def prototype_cross_entropy(
     Returns:
       (loss, logits): the scalar mean loss and the (B, C) logits as used in the softmax (masked).
     """
-    logits = _l2_normalise(_f32(embeddings)) @ _l2_normalise(_f32(prototypes)).T / temperature
+    logits = l2_normalise(_f32(embeddings)) @ l2_normalise(_f32(prototypes)).T / temperature
     if class_mask is not None:
-        logits = jnp.where(class_mask[None, :], logits, _MASKED_LOGIT)
+        logits = mask_classes(logits, class_mask)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.mean(loss), logits
 

@@ -178,10 +178,6 @@ class Model(nn.Module):
         return out["sketch"]["mu"], out
 
 
-def _normalise(x: jax.Array) -> jax.Array:
-    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
-
-
 def loss_fn(
     model: Model,
     params: Any,
@@ -240,8 +236,8 @@ def loss_fn(
     )
     l_topo = losses.topology_loss(protos, jnp.asarray(model.semantic_distance), jnp.asarray(model.graph_mask))
     l_tri = losses.cross_modal_triplet_loss(
-        _normalise(s["mu"]),
-        _normalise(p["mu"]),
+        losses.l2_normalise(s["mu"]),
+        losses.l2_normalise(p["mu"]),
         labels,
         config.margin,
         metric=config.triplet_metric,
@@ -281,7 +277,7 @@ def loss_fn(
 def embed(model: Model, variables: Any, images: jax.Array, modality: str) -> jax.Array:
     """L2-normalised mean embedding (mu) of sketches or photos."""
     enc = model.apply(variables, images, modality, method=Model.encode)
-    return _normalise(enc["mu"])
+    return losses.l2_normalise(enc["mu"])
 
 
 METHOD = api.Method(

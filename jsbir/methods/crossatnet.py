@@ -35,10 +35,6 @@ from jsbir.methods import api
 from jsbir.nn import attention, backbones, gcn, hashing
 
 
-def _normalise(x: jax.Array) -> jax.Array:
-    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
-
-
 class Head(nn.Module):
     """Features -> shared-space embedding: (BatchNorm,) Dense, ReLU, Dense.
 
@@ -150,7 +146,7 @@ class Model(nn.Module):
 
     def code_logits(self, embedding: jax.Array) -> jax.Array:
         """(B, hash_bits) pre-activations of the hash layer on L2-normalised embeddings."""
-        return self.hash(_normalise(embedding))
+        return self.hash(losses.l2_normalise(embedding))
 
     def prototypes(self) -> jax.Array:
         """(num_classes, embed_dim) class prototypes from the GCN."""
@@ -215,7 +211,12 @@ def loss_fn(
 
     def triplet(a: jax.Array, b: jax.Array) -> jax.Array:
         return losses.cross_modal_triplet_loss(
-            _normalise(a), _normalise(b), labels, config.margin, metric="cosine", mining=config.triplet_mining
+            losses.l2_normalise(a),
+            losses.l2_normalise(b),
+            labels,
+            config.margin,
+            metric="cosine",
+            mining=config.triplet_mining,
         )
 
     l_tri = triplet(s["embedding"], p["guided_embedding"])
@@ -262,7 +263,7 @@ def loss_fn(
 
 def embed(model: Model, variables: Any, images: jax.Array, modality: str) -> jax.Array:
     """L2-normalised test-time embedding: a sketch's, or a photo's from its own attention (no sketch needed)."""
-    return _normalise(model.apply(variables, images, modality, method=Model.encode))
+    return losses.l2_normalise(model.apply(variables, images, modality, method=Model.encode))
 
 
 def codes(model: Model, variables: Any, images: jax.Array, modality: str) -> jax.Array:

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jsbir import losses
 from jsbir.methods import api
 from jsbir.nn import backbones
 from jsbir.nn.attention import SpatialAttention
@@ -31,10 +32,6 @@ from jsbir.nn.sketch_a_net import GRAY_MEAN, max_pool
 
 KINDS = ("holef1", "holef2", "triplet")
 FINE_CHANNELS = 256  # the fine branch's width: Sketch-a-Net's conv5 channels
-
-
-def _normalise(x: jax.Array) -> jax.Array:
-    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
 
 
 class Model(nn.Module):
@@ -92,9 +89,11 @@ class Model(nn.Module):
             f, mask = self.spatial_attention(f)
         pooled = max_pool(f) if min(f.shape[1:3]) >= 3 else f
         hidden = self.drop(nn.relu(self.fc6(pooled.reshape(pooled.shape[0], -1))), deterministic=not train)
-        coarse = _normalise(self.fc7(hidden))
-        embedding = jnp.concatenate([coarse, _normalise(jnp.sum(f, axis=(1, 2)))], -1) if self.fusion else coarse
-        return {"embedding": _normalise(embedding), "mask": mask}
+        coarse = losses.l2_normalise(self.fc7(hidden))
+        embedding = (
+            jnp.concatenate([coarse, losses.l2_normalise(jnp.sum(f, axis=(1, 2)))], -1) if self.fusion else coarse
+        )
+        return {"embedding": losses.l2_normalise(embedding), "mask": mask}
 
     def __call__(self, batch: dict[str, jax.Array], train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
         out = {key: self.features(batch[key], train) for key in ("sketch", "photo", "negative") if key in batch}

@@ -30,12 +30,6 @@ import optax
 from jsbir import losses
 from jsbir.methods import api
 
-_MASKED_LOGIT = -1e9
-
-
-def _normalise(x: jax.Array) -> jax.Array:
-    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
-
 
 class Encoder(nn.Module):
     """Features -> shared space: dropout on the input, then Dense layers (ReLU between them).
@@ -133,7 +127,7 @@ class Model(nn.Module):
         """A modality's features in the shared space (not normalised)."""
         encoder = self.sketch_encoder if modality == "sketch" else self.photo_encoder
         if self.input_norm:
-            features = _normalise(features)
+            features = losses.l2_normalise(features)
         return encoder(features, train)
 
     def __call__(self, batch: dict[str, jax.Array], train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
@@ -204,7 +198,7 @@ TRIPLETS = {
 
 def classification_loss(logits: jax.Array, labels: jax.Array, seen: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy over the ``seen`` classes only (the others' logits are masked out)."""
-    logits = jnp.where(seen[None, :], logits, _MASKED_LOGIT)
+    logits = losses.mask_classes(logits, seen)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
@@ -272,8 +266,7 @@ def loss_fn(
         + config.w_topo * l_topo
     )
     accuracy = 0.5 * sum(
-        jnp.mean(jnp.argmax(jnp.where(seen[None], out[k], _MASKED_LOGIT), -1) == labels)
-        for k in ("sketch_logits", "photo_logits")
+        jnp.mean(jnp.argmax(losses.mask_classes(out[k], seen), -1) == labels) for k in ("sketch_logits", "photo_logits")
     )
     measurements = {
         "loss_sem": l_sem,
@@ -288,7 +281,7 @@ def loss_fn(
 
 def embed(model: Model, variables: Any, features: jax.Array, modality: str) -> jax.Array:
     """L2-normalised shared-space encoding of one modality's features."""
-    return _normalise(model.apply(variables, features, modality, method=Model.encode))
+    return losses.l2_normalise(model.apply(variables, features, modality, method=Model.encode))
 
 
 METHOD = api.Method(
