@@ -10,8 +10,9 @@ Arguments after the colon, as for every method (``runlocal``, ``dataset=``, ``ro
 ``holef1`` or ``triplet`` (the released code's squared-Euclidean triplet); ``attention=true``; ``views=10``
 (test-time views: 1, 2, 5 or 10; ten are four corners and the centre, each also mirrored).
 
-Datasets: ``synthetic`` (the embedded set: each sketch's own photo among all test photos), ``qmul_v1`` (Shoe-V1
-or Chair-V1, ``--config.data.subset=shoes|chairs`` when a folder holds both) and ``qmul_v2`` (its edge maps). Steps
+Datasets: ``synthetic`` (the embedded set: each sketch's own photo among the test photos of its class), ``qmul_v1``
+(Shoe-V1 or Chair-V1, ``--config.data.subset=shoes|chairs`` when a folder holds both), ``qmul_v2`` (its edge maps)
+and ``sketchy_pairs`` (Sketchy's sketches with their own photos, divided by photo within each class). Steps
 and checkpoints are chosen on training pairs held out from the training set (``data.val_fraction``), never on the
 test pairs.
 """

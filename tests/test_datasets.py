@@ -107,6 +107,23 @@ def test_sketchy_layouts(tmp_path, sketch_dir, photo_dir):
     assert len(queries) == 7 and len(gallery) == 3 and set(queries.label) == {1}
 
 
+def test_sketchy_pairs_keep_drawn_photos_divided_by_photo(tmp_path):
+    root = tmp_path / "Sketchy"
+    _sketchy_tree(root, "sketch", "photo", classes=("apple", "bread", "chair", "dog", "eagle"), photos=5)
+    _image(root / "photo" / "apple" / "n55555555_0.png", (1, 2, 3))  # a photo nobody drew: left out
+    data = get_dataset(_config(tmp_path, "sketchy_pairs", root, val_fraction=0.2))
+    info = data.info
+    assert info.split == "pairs" and info.seen == info.unseen == tuple(range(5)) and info.validation == ()
+    # Per class 5 drawn photos: round(0.2 * 5) = 1 to test; of the 20 training photos 4 are held out to validate.
+    assert len(data.test_photos) == 5 and len(data.train_photos) == 16 and len(data.val_photos) == 4
+    assert len(data.test_sketches) == 10 and len(data.train_sketches) == 32 and len(data.val_sketches) == 8
+    for sketches, photos in ((data.train_sketches, data.train_photos), (data.test_sketches, data.test_photos),
+                             (data.val_sketches, data.val_photos)):  # fmt: skip
+        assert sorted(set(sketches.instance_id.tolist())) == sorted(photos.instance_id.tolist())
+    queries, gallery = _evaluation_sets(data, "fine_grained")
+    assert len(queries) == 10 and len(gallery) == 5 and set(gallery.label) == set(range(5))
+
+
 def _w2v(tmp_path: Path, names) -> Path:
     path = tmp_path / "vectors.npy"
     np.save(path, np.arange(4 * len(names), dtype=np.float32).reshape(len(names), 4))
@@ -405,6 +422,14 @@ def test_sketchy_mini_eccv21(tmp_path):
     queries, gallery = _evaluation_sets(data)
     assert len(queries) == 525 and len(gallery) == 525
     assert {info.class_names[i] for i in info.unseen} >= {"bat", "cabin", "windmill"}
+
+
+@pytest.mark.skipif(not (SHARED / "sketchy_mini").is_dir(), reason=f"{SHARED}/sketchy_mini is absent (no shared data)")
+def test_sketchy_mini_pairs(tmp_path):
+    data = get_dataset(_config(tmp_path, "sketchy_pairs", SHARED / "sketchy_mini"))
+    photos = len(data.train_photos) + len(data.test_photos)
+    assert photos == 578 and len(set(data.test_photos.label.tolist())) > 100  # the drawn photos, most classes
+    assert data.info.num_classes == 125
 
 
 @pytest.mark.skipif(

@@ -14,7 +14,7 @@ from configs import common
 from jsbir import metrics, sharding
 from jsbir.data.types import DatasetInfo, Images, SbirData
 from jsbir.eval.evaluator import Evaluator
-from jsbir.eval.protocols import get_protocol
+from jsbir.eval.protocols import EvalSets, get_protocol
 from jsbir.methods import api
 
 SIZE = 8
@@ -84,6 +84,18 @@ def test_zero_shot_and_fine_grained_sets():
         get_protocol("fine_grained").sets(broken)
     with pytest.raises(ValueError, match=r"unknown evaluation protocol 'instance'"):
         get_protocol("instance")
+
+
+def test_fine_grained_ranks_the_own_photo_among_its_class_only():
+    queries = _images(2, [0, 1], [7, 8], 0)
+    gallery = _images(4, [0, 1, 0, 1], [5, 6, 7, 8], 1)
+    sets = EvalSets(queries, gallery, np.array([2, 3]), instance_level=True)
+    scores = np.array([[0.9, 0.95, 0.5, 0.1], [0.9, 0.2, 0.95, 0.3]])
+    # Query 0: of its class only photo 0 (0.9) beats its own 0.5 (photo 1's 0.95 is another class): rank 2.
+    # Query 1: its own 0.3 beats photo 1's 0.2 (photos 0, 2 are another class): rank 1; over the whole
+    # gallery it would be rank 3, and acc@1 0.
+    values = get_protocol("fine_grained").metrics(scores, sets, _config().eval)
+    assert values["acc@1"] == 0.5 and values["rank[mean]"] == 1.5
 
 
 @pytest.mark.parametrize("protocol", ["zero_shot", "fine_grained"])

@@ -74,6 +74,29 @@ def test_instance_triplets_draw_three_in_four_negatives_from_the_annotation():
     assert abs(np.mean(picked) - expected) < 4 * np.sqrt(expected * (1 - expected) / len(picked))
 
 
+def test_instance_triplets_draw_uniform_negatives_from_the_sketch_class():
+    # Photos of classes 0 (4 instances), 1 (3) and 2 (its own photo only), rows interleaved by class.
+    photo_labels = [1, 0, 2, 0, 1, 0, 0, 1]
+    photos = _images(photo_labels, range(8), 1)
+    sketches = _images(photo_labels, range(8), 0)
+    counts = np.zeros((8, 8))
+    for b in _stream(sketches, photos, "instance_triplets", steps=150):
+        s, n = _row(b["sketch"]), _row(b["negative"])
+        np.add.at(counts, (s, n), 1)
+    assert np.trace(counts) == 0  # never the sketch's own photo
+    labels = np.array(photo_labels)
+    for row in range(8):
+        if labels[row] == 2:  # a class with one photo: any other photo
+            assert (counts[row, labels == 2] == 0).all() and (counts[row] > 0).sum() >= 5
+            continue
+        others = np.flatnonzero((labels == labels[row]) & (np.arange(8) != row))
+        assert counts[row].sum() == counts[row, others].sum() > 0  # only the class's other photos
+        # Uniform over them: each within 4 standard deviations of total / len(others).
+        p = 1.0 / len(others)
+        total = counts[row].sum()
+        assert (abs(counts[row, others] - total * p) < 4 * np.sqrt(total * p * (1 - p))).all()
+
+
 def test_instance_triplets_name_sketches_without_their_photo():
     with pytest.raises(ValueError, match=r"1 of 2 sketches \(rows \[1\]\) have no photo"):
         _stream(_images([0, 0], [0, 5], 0), _images([0, 0], [0, 1], 1), "instance_triplets")

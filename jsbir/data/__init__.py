@@ -4,9 +4,9 @@ Each dataset is a function registered in ``DATASETS``; it returns an :class:`~js
 ``info`` says which classes are seen (trained on) and unseen (queried at test time) and carries the class side
 information. ``get_dataset`` then attaches the class graph and the semantic distances built from that side
 information (``config.data.graph``), so a model receives them as arrays. ``synthetic`` is rendered procedurally;
-``sketchy``, ``folder``, ``tuberlin``, ``quickdraw``, ``quickdraw_raw``, ``qmul_v1`` and ``qmul_v2`` read the user's
-folder ``config.root`` (see :mod:`jsbir.data.real`); ``features`` reads the user's own feature files there (see
-:mod:`jsbir.data.feature_files`).
+``sketchy``, ``folder``, ``tuberlin``, ``quickdraw``, ``quickdraw_raw``, ``qmul_v1``, ``qmul_v2`` and
+``sketchy_pairs`` read the user's folder ``config.root`` (see :mod:`jsbir.data.real`); ``features`` reads the user's
+own feature files there (see :mod:`jsbir.data.feature_files`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _features(config: Any) -> SbirData:
 
 
 # Real datasets read a manual folder (config.root); see jsbir.data.real for their splits and jsbir.data.builders.
-_REAL = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw", "qmul_v1", "qmul_v2")
+_REAL = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw", "qmul_v1", "qmul_v2", "sketchy_pairs")
 DATASETS: dict[str, Callable[[Any], SbirData]] = {
     "synthetic": _synthetic,
     **{n: _real(n) for n in _REAL},

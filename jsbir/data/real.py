@@ -21,6 +21,11 @@ Fine-grained sets (``qmul_v1``, ``qmul_v2``): the official train/test files are 
 one class, so seen/unseen carries no meaning; the class is marked both seen (training uses the train pairs) and
 unseen (the evaluator's query/gallery selection takes the test pairs), and ``instance_id`` pairs each sketch with its
 photo, so acc@K is computed.
+
+``sketchy_pairs``: Sketchy's instance pairs, fine-grained: the photos that have sketches, with those sketches (every
+other image is left out). Every class is both seen and unseen, as for QMUL; the pairs of each class are divided by
+photo with ``divide`` above (``test_fraction``, ``data_seed``), split ``pairs``. A sketch's own photo is ranked among
+the test photos of its class (the ``fine_grained`` protocol).
 """
 
 from __future__ import annotations
@@ -202,7 +207,31 @@ def fine_grained(config: Any, name: str) -> SbirData:
     return SbirData(info, train_sketches, train_photos, test_sketches, test_photos)
 
 
+def sketchy_pairs(config: Any) -> SbirData:
+    """Sketchy's sketch-photo pairs as a fine-grained set, divided as the module docstring says."""
+    builder = _prepare("sketchy_pairs", sketchy.SketchyExtended, _builder_config("sketchy", config), config)
+    names = tuple(builder.info.features["label"].names)
+    arrays = load_split(builder, "full")
+    ids, modality = np.asarray(arrays["instance_id"]), np.asarray(arrays["modality"])
+    drawn = set(ids[(modality == manual.SKETCH) & (ids >= 0)].tolist())
+    arrays = _select(arrays, np.isin(ids, list(drawn)))
+    if not len(arrays["label"]):
+        raise ValueError(f"{config.root}: no sketch pairs with a photo (a sketch <photo stem>-<k> of a photo)")
+    test = divide(arrays, names, (), _opt(config, "test_fraction"), config.data_seed)
+    train_sketches, train_photos = split_modalities(_select(arrays, ~test))
+    test_sketches, test_photos = split_modalities(_select(arrays, test))
+    logging.info(
+        "sketchy_pairs: train %d sketches / %d photos, test %d / %d",
+        len(train_sketches), len(train_photos), len(test_sketches), len(test_photos),
+    )  # fmt: skip
+    every = tuple(range(len(names)))
+    return SbirData(
+        _info(config, builder, "pairs", every, every), train_sketches, train_photos, test_sketches, test_photos
+    )
+
+
 LOADERS: dict[str, Callable[[Any], SbirData]] = {
     **{name: functools.partial(zero_shot, name=name) for name in _ZERO_SHOT},
     **{name: functools.partial(fine_grained, name=name) for name in _FINE_GRAINED},
+    "sketchy_pairs": sketchy_pairs,
 }

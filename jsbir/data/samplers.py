@@ -9,8 +9,8 @@ and global stream position ``position`` a sampler picks photo rows, drawing its 
 * ``class_pairs``: ``{"photo"}``, a uniformly drawn photo of the sketch's class (the zero-shot methods).
 * ``instance_triplets``: ``{"photo", "negative"}``: the sketch's own photo (same ``instance_id``) and a negative
   photo of another instance; with probability ``HARD_FRACTION`` the negative comes from the sketch's annotated hard
-  negatives (``Images.hard_negatives``) when it has any, otherwise it is uniform over the other photos (DSSA's
-  sampling, docs/methods/dssa.md).
+  negatives (``Images.hard_negatives``) when it has any, otherwise it is uniform over the other photos of the
+  sketch's class (DSSA's sampling, docs/methods/dssa.md; a class with one photo draws from all photos).
 * ``features``: ``class_pairs`` over pre-extracted feature vectors (the methods that train on cached features).
 """
 
@@ -78,19 +78,33 @@ def _hard_rows(sketches: Images, photos: Images, own: np.ndarray) -> np.ndarray:
     return rows if rows.shape[1] else np.full((len(sketches), 1), -1, np.int64)
 
 
+def _same_class_rows(photos: Images, own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each sketch's uniform negatives come from: the photo rows sorted by class, and per sketch the start
+    and length of its class's run in them and its own photo's place in that run (the whole set, when the class
+    holds only its own photo)."""
+    order = np.argsort(photos.label, kind="stable")
+    starts = np.searchsorted(photos.label[order], photos.label[own], side="left")
+    counts = np.searchsorted(photos.label[order], photos.label[own], side="right") - starts
+    alone = counts < 2
+    starts[alone], counts[alone] = 0, len(photos)
+    place = np.empty(len(photos), np.int64)
+    place[order] = np.arange(len(photos))
+    return order, np.stack([starts, counts], 1), place[own] - starts
+
+
 def _instance_triplets(sketches: Images, photos: Images) -> Pick:
     own = _own_photos(sketches, photos)
     hard = _hard_rows(sketches, photos, own)
-    own_t, hard_t = tf.constant(own), tf.constant(hard)
+    order, runs, place = _same_class_rows(photos, own)
+    own_t, hard_t, order_t, runs_t, place_t = (tf.constant(a) for a in (own, hard, order, runs, place))
     hard_counts = tf.constant((hard >= 0).sum(axis=1).astype(np.int64))
-    num_photos = tf.constant(len(photos), tf.int64)
 
     def pick(index: tf.Tensor, key: tf.Tensor) -> dict[str, tf.Tensor]:
         keys = tf.random.experimental.stateless_split(key, num=3)
         positive = own_t[index]
-        # A uniform photo other than the positive: draw from N - 1 rows and skip over the positive.
-        u = tf.random.stateless_uniform([], seed=keys[0], maxval=num_photos - 1, dtype=tf.int64)
-        uniform = u + tf.cast(u >= positive, tf.int64)
+        # A uniform photo of the class other than the positive: draw from its n - 1 others, skipping the positive.
+        u = tf.random.stateless_uniform([], seed=keys[0], maxval=runs_t[index, 1] - 1, dtype=tf.int64)
+        uniform = order_t[runs_t[index, 0] + u + tf.cast(u >= place_t[index], tf.int64)]
         count = hard_counts[index]
         h = tf.random.stateless_uniform([], seed=keys[1], maxval=tf.maximum(count, 1), dtype=tf.int64)
         use_hard = tf.logical_and(count > 0, tf.random.stateless_uniform([], seed=keys[2]) < HARD_FRACTION)

@@ -7,7 +7,9 @@
   query's class. Every class-level metric variant of ``jsbir.metrics.retrieval_metrics``, and acc@K with the own
   photo's mean and median rank as well when every query's own photo is in the gallery (paired sketches).
 * ``fine_grained``: the queries are all test sketches, the gallery all test photos, and each sketch's target is
-  the photo with its ``instance_id`` (every sketch must have one): acc@K and the target's mean and median rank.
+  the photo with its ``instance_id`` (every sketch must have one). A sketch's own photo competes with the photos of
+  its class only (DSSA's protocol: the photos of other classes are left out of its ranking; the one-class QMUL sets
+  rank the whole gallery): acc@K and the target's mean and median rank.
 
 Each protocol also builds its validation sets, the same way, from the held-out validation examples
 (``jsbir.data.validation``): held-out seen classes for ``zero_shot``, held-out training instances for
@@ -109,7 +111,8 @@ def _fine_grained_validation(data: SbirData) -> EvalSets:
 
 
 def _fine_grained_metrics(scores: np.ndarray, sets: EvalSets, config: Any) -> dict[str, float]:
-    return metrics.fine_grained_metrics(scores, sets.targets, ks=tuple(config.acc_ks))
+    same_class = sets.queries.label[:, None] == sets.gallery.label[None, :]
+    return metrics.fine_grained_metrics(np.where(same_class, scores, -np.inf), sets.targets, ks=tuple(config.acc_ks))
 
 
 @dataclasses.dataclass(frozen=True)
