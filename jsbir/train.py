@@ -24,7 +24,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from tqdm import tqdm
 
 from jsbir import checkpoint, checks, sharding
-from jsbir.data import features, get_dataset, pipeline, samplers
+from jsbir.data import edges, features, get_dataset, pipeline, samplers
 from jsbir.eval.evaluator import Evaluator
 from jsbir.methods import get_method
 from jsbir.methods.api import Method
@@ -214,9 +214,9 @@ def train_and_evaluate(
       On several hosts a scheduler signals every process, so all stop after the same step.
     """
     run_start = time.perf_counter()
-    # Where the time goes: setup (data, model, state; features_s of it for a method that trains on features),
-    # evaluation of the untrained model, the first step (its compilation), validation and checkpoints inside the
-    # loop, and the loop itself (train_s, which includes them).
+    # Where the time goes: setup (data, model, state; features_s of it for a method that trains on features, edges_s
+    # for photos turned into edge maps), evaluation of the untrained model, the first step (its compilation),
+    # validation and checkpoints inside the loop, and the loop itself (train_s, which includes them).
     timings: dict[str, float] = {}
     checks.check_config(config)
     workdir = prepare_workdir(workdir)
@@ -224,6 +224,9 @@ def train_and_evaluate(
     sharding.check_batch_size(config.train.batch_size, mesh)
     sharding.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
     data = get_dataset(config.data)
+    if config.data.get("photo_edges", "none") != "none":
+        with _timed(timings, "edges_s"):
+            data = edges.with_edge_maps(data, config, mesh)
     method = get_method(config.method)
     inputs = method.inputs(config)
     feature_summary = None

@@ -16,6 +16,8 @@ The cache. Each set (training sketches, training photos, validation and test set
 * an entry is written into ``incomplete.<name>.<pid>`` and renamed into place when complete, so a killed
   extraction never leaves a folder that reads as complete; the manifest records the SHA-256 of ``features.npy``,
   and an entry that fails that check (or whose labels differ) is rebuilt, with a warning, not served.
+
+:mod:`jsbir.data.edges` keeps photos' edge maps in entries of the same form (``read_entry``, ``write_entry``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def content_key(images: Images) -> str:
     return _sha256_arrays([images.image, images.label, images.instance_id])
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -148,30 +151,34 @@ def extract(extractor: Extractor, images: Images, batch_size: int, mesh: Any, de
     return features
 
 
-def _read_entry(folder: str, images: Images) -> np.ndarray | None:
-    """The cached features in ``folder``, or None when absent; a damaged entry is removed, with a warning."""
+def read_entry(folder: str, images: Images, kind: str = "features") -> np.ndarray | None:
+    """The cached ``<kind>.npy`` array of ``images`` in ``folder`` (one row per image), or None when absent; a
+    damaged entry is removed, with a warning."""
     manifest_path = os.path.join(folder, "manifest.json")
     if not os.path.isfile(manifest_path):
         return None
     try:
         with open(manifest_path) as f:
             manifest = json.load(f)
-        path = os.path.join(folder, "features.npy")
-        if _file_sha256(path) != manifest["features_sha256"]:
-            raise ValueError("features.npy differs from its SHA-256 record")
+        path = os.path.join(folder, f"{kind}.npy")
+        if file_sha256(path) != manifest[f"{kind}_sha256"]:
+            raise ValueError(f"{kind}.npy differs from its SHA-256 record")
         features = np.load(path, allow_pickle=False)
         labels = np.load(os.path.join(folder, "labels.npy"), allow_pickle=False)
         if features.shape[0] != len(images) or not np.array_equal(labels, images.label):
             raise ValueError(f"{features.shape[0]} rows whose labels differ from the {len(images)} images'")
     except (OSError, ValueError, KeyError) as err:
-        logging.warning("feature cache %s is damaged (%s): extracting again", folder, err)
+        logging.warning("%s cache %s is damaged (%s): computing again", kind, folder, err)
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return features
 
 
-def _write_entry(folder: str, features: np.ndarray, images: Images, manifest: dict[str, Any]) -> None:
-    """Writes an entry into a temporary folder, then renames it to ``folder`` (never a half entry)."""
+def write_entry(
+    folder: str, array: np.ndarray, images: Images, manifest: dict[str, Any], kind: str = "features"
+) -> None:
+    """Writes ``array`` (as ``<kind>.npy``) and the labels of ``images`` into a temporary folder, then renames it to
+    ``folder`` (never a half entry); the manifest gains the SHA-256 of ``<kind>.npy``."""
     parent, name = os.path.split(folder)
     os.makedirs(parent, exist_ok=True)
     for stale in os.listdir(parent):  # left by a killed extraction of this entry
@@ -180,9 +187,9 @@ def _write_entry(folder: str, features: np.ndarray, images: Images, manifest: di
     tmp = os.path.join(parent, f"{_INCOMPLETE}{name}.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    np.save(os.path.join(tmp, "features.npy"), features)
+    np.save(os.path.join(tmp, f"{kind}.npy"), array)
     np.save(os.path.join(tmp, "labels.npy"), images.label)
-    manifest = {**manifest, "features_sha256": _file_sha256(os.path.join(tmp, "features.npy"))}
+    manifest = {**manifest, f"{kind}_sha256": file_sha256(os.path.join(tmp, f"{kind}.npy"))}
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     try:
@@ -201,6 +208,15 @@ def _alive(pid: str) -> bool:
     return True
 
 
+def all_processes(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (a collective call when there are several)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.array(flag))))
+
+
 def cache_dir(config: Any) -> str:
     """``config.features.cache_dir``, else ``jsbir_features`` in the tensorflow-datasets folder."""
     return os.path.expanduser(config.features.cache_dir) or os.path.join(tfds_data_dir(config.data), "jsbir_features")
@@ -209,12 +225,8 @@ def cache_dir(config: Any) -> str:
 def cached_features(extractor: Extractor, images: Images, config: Any, mesh: Any, name: str) -> tuple[np.ndarray, bool]:
     """The features of ``images`` from the cache, or extracted and cached; and whether the cache served them."""
     folder = os.path.join(cache_dir(config), f"{extractor.key[:20]}-{content_key(images)[:20]}")
-    features = _read_entry(folder, images)
-    hit = features is not None
-    if jax.process_count() > 1:  # extraction is collective: every process extracts unless all of them hit
-        from jax.experimental import multihost_utils
-
-        hit = bool(np.all(multihost_utils.process_allgather(np.array(hit))))
+    features = read_entry(folder, images)
+    hit = all_processes(features is not None)  # extraction is collective: every process extracts unless all hit
     if hit:
         return features, True
     begin = time.perf_counter()
@@ -231,7 +243,7 @@ def cached_features(extractor: Extractor, images: Images, config: Any, mesh: Any
             "extract_s": time.perf_counter() - begin,
             "version": EXTRACTOR_VERSION,
         }
-        _write_entry(folder, features, images, manifest)
+        write_entry(folder, features, images, manifest)
     return features, False
 
 
