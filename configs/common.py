@@ -196,6 +196,9 @@ def eval_config() -> ml_collections.ConfigDict:
     ev.itq = "gallery"  # ITQ fitted on the gallery; "sempcyc": on the queries, each set centred on its own mean
     ev.ks = (10, 25, 100, 200)  # prec@K cut-offs
     ev.acc_ks = (1, 5, 10)  # acc@K cut-offs (instance-level: a sketch's own photo)
+    # fine_grained protocol: the own photo ranked among the photos of the sketch's class ("class", DSSA's) or among
+    # every gallery photo ("all"; the same on one-class sets)
+    ev.instance_gallery = "class"
     ev.views = 1  # test-time views whose scores are averaged (rgb: 2 adds the mirror images)
     ev.grid_queries = 8
     ev.grid_topk = 10

@@ -92,10 +92,16 @@ def test_fine_grained_ranks_the_own_photo_among_its_class_only():
     sets = EvalSets(queries, gallery, np.array([2, 3]), instance_level=True)
     scores = np.array([[0.9, 0.95, 0.5, 0.1], [0.9, 0.2, 0.95, 0.3]])
     # Query 0: of its class only photo 0 (0.9) beats its own 0.5 (photo 1's 0.95 is another class): rank 2.
-    # Query 1: its own 0.3 beats photo 1's 0.2 (photos 0, 2 are another class): rank 1; over the whole
-    # gallery it would be rank 3, and acc@1 0.
-    values = get_protocol("fine_grained").metrics(scores, sets, _config().eval)
+    # Query 1: its own 0.3 beats photo 1's 0.2 (photos 0, 2 are another class): rank 1.
+    config = _config().eval
+    values = get_protocol("fine_grained").metrics(scores, sets, config)
     assert values["acc@1"] == 0.5 and values["rank[mean]"] == 1.5
+    config.instance_gallery = "all"  # both own photos rank third
+    values = get_protocol("fine_grained").metrics(scores, sets, config)
+    assert values["acc@1"] == 0.0 and values["rank[mean]"] == 3.0
+    config.instance_gallery = "everything"
+    with pytest.raises(ValueError, match=r"config.eval.instance_gallery='everything' is not one of"):
+        get_protocol("fine_grained").metrics(scores, sets, config)
 
 
 @pytest.mark.parametrize("protocol", ["zero_shot", "fine_grained"])

@@ -8,8 +8,9 @@
   photo's mean and median rank as well when every query's own photo is in the gallery (paired sketches).
 * ``fine_grained``: the queries are all test sketches, the gallery all test photos, and each sketch's target is
   the photo with its ``instance_id`` (every sketch must have one). A sketch's own photo competes with the photos of
-  its class only (DSSA's protocol: the photos of other classes are left out of its ranking; the one-class QMUL sets
-  rank the whole gallery): acc@K and the target's mean and median rank.
+  its class only (``config.eval.instance_gallery="class"``, DSSA's protocol: the photos of other classes are left out
+  of its ranking; the one-class QMUL sets rank the whole gallery either way) or with every gallery photo ("all"):
+  acc@K and the target's mean and median rank.
 
 Each protocol also builds its validation sets, the same way, from the held-out validation examples
 (``jsbir.data.validation``): held-out seen classes for ``zero_shot``, held-out training instances for
@@ -110,9 +111,16 @@ def _fine_grained_validation(data: SbirData) -> EvalSets:
     return _instance_sets(*_validation(data), f"dataset {data.info.name!r} (validation instances)")
 
 
+INSTANCE_GALLERIES = ("class", "all")
+
+
 def _fine_grained_metrics(scores: np.ndarray, sets: EvalSets, config: Any) -> dict[str, float]:
-    same_class = sets.queries.label[:, None] == sets.gallery.label[None, :]
-    return metrics.fine_grained_metrics(np.where(same_class, scores, -np.inf), sets.targets, ks=tuple(config.acc_ks))
+    gallery = config.get("instance_gallery", "class")
+    if gallery not in INSTANCE_GALLERIES:
+        raise ValueError(f"config.eval.instance_gallery={gallery!r} is not one of {INSTANCE_GALLERIES}")
+    if gallery == "class":
+        scores = np.where(sets.queries.label[:, None] == sets.gallery.label[None, :], scores, -np.inf)
+    return metrics.fine_grained_metrics(scores, sets.targets, ks=tuple(config.acc_ks))
 
 
 @dataclasses.dataclass(frozen=True)
