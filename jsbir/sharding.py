@@ -7,6 +7,7 @@ eight fake CPU devices, a multi-GPU node or a TPU pod.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
@@ -53,6 +54,17 @@ def to_global(batch: Any, mesh: Mesh) -> Any:
     """Turns a pytree of host-local numpy batches into global arrays sharded on ``data``."""
     sharding = data_sharding(mesh)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def global_batches(batches: Iterable[dict[str, Any]], mesh: Mesh) -> Iterator[tuple[list[jax.Array], np.ndarray]]:
+    """Host evaluation batches (``{"views": [...], "mask"}``, this process's share) as global arrays over ``mesh``.
+
+    Yields:
+      (views, mask): each view as one global array, and the (global batch,) bool numpy mask of the rows that are
+      images (the rest pad the last batch), the same on every host.
+    """
+    for batch in batches:
+        yield [to_global(x, mesh) for x in batch["views"]], to_host(to_global(batch["mask"], mesh))
 
 
 def to_host(tree: Any) -> Any:

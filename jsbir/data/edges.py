@@ -89,19 +89,20 @@ def hed_detector(weights: str = "") -> Detector:
     """
     path = hed_weights.hed_weights_path(weights)
     variables = hed_weights.load_hed(path)
-    probabilities = jax.jit(lambda v, x: HED().apply(v, x)[0])
+    # A one-channel image enters HED as gray RGB.
+    probabilities = jax.jit(lambda v, x: HED().apply(v, jnp.repeat(x, 3 // x.shape[-1], axis=-1))[0])
 
     def strength(images: Images, batch_size: int, mesh: Any) -> np.ndarray:
         process, processes = (jax.process_index(), jax.process_count()) if mesh is not None else (0, 1)
         v = jax.device_put(variables, sharding.replicated(mesh)) if mesh is not None else jax.device_put(variables)
         # The "features" preprocessing passes the stored values through as float32: the 0..255 pixels HED wants.
         batches = pipeline.eval_batches(images, batch_size, "features", 1, process, processes)
+        if mesh is None:
+            pairs = ((batch["views"][0], batch["mask"]) for batch in batches)
+        else:
+            pairs = ((xs[0], mask) for xs, mask in sharding.global_batches(batches, mesh))
         chunks = []
-        for batch in tqdm(batches, total=-(-len(images) // batch_size), desc="HED", disable=process != 0):
-            x, mask = batch["views"][0], batch["mask"]
-            x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-            if mesh is not None:
-                x, mask = sharding.to_global(x, mesh), sharding.to_host(sharding.to_global(mask, mesh))
+        for x, mask in tqdm(pairs, total=-(-len(images) // batch_size), desc="HED", disable=process != 0):
             chunks.append(sharding.to_host(probabilities(v, jnp.asarray(x)))[mask])
         return np.concatenate(chunks).astype(np.float32)
 

@@ -141,9 +141,9 @@ def extract(extractor: Extractor, images: Images, batch_size: int, mesh: Any, de
     batches = pipeline.eval_batches(images, batch_size, "rgb", 1, jax.process_index(), jax.process_count())
     total = -(-len(images) // batch_size)
     chunks = []
-    for batch in tqdm(batches, total=total, desc=desc, disable=jax.process_index() != 0):
-        mask = sharding.to_host(sharding.to_global(batch["mask"], mesh))
-        x = sharding.to_global(batch["views"][0], mesh)
+    for (x,), mask in tqdm(
+        sharding.global_batches(batches, mesh), total=total, desc=desc, disable=jax.process_index() != 0
+    ):
         chunks.append(sharding.to_host(extractor.embed(extractor.variables, x))[mask])
     features = np.concatenate(chunks).astype(np.float32)
     if not np.isfinite(features).all():

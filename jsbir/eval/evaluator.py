@@ -65,10 +65,8 @@ class Evaluator:
         batches = pipeline.eval_batches(
             images, cfg.batch_size, self.preprocessing, self.spec.views, jax.process_index(), jax.process_count()
         )
-        for batch in batches:
-            mask = sharding.to_host(sharding.to_global(batch["mask"], self.mesh))
-            for v, x in enumerate(batch["views"]):
-                x = sharding.to_global(x, self.mesh)
+        for xs, mask in sharding.global_batches(batches, self.mesh):
+            for v, x in enumerate(xs):
                 views[v].append(sharding.to_host(self._embed[modality](variables, x))[mask])
                 if v == 0 and self._codes:
                     codes.append(sharding.to_host(self._codes[modality](variables, x))[mask])
