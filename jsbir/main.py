@@ -3,6 +3,10 @@
 Trains and evaluates the configured method (resuming when ``--workdir`` holds a checkpoint). Without
 ``--workdir`` a fresh folder ``runs/<method>-<time>`` is made. ``--jax_distributed`` initialises multi-host
 JAX first (TPU pods, multi-node GPU); launch the same command on every host.
+
+``python -m jsbir.main serve --index DIR`` runs the draw-and-search page instead (``docs/serve.md``).
+``python -m jsbir.main evaluate|index|search ...`` evaluates a run, indexes photos, searches an index
+(``jsbir/retrieval/cli.py``, ``docs/retrieval.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Method config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder; default: a new folder under runs/.")
 flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() first.")
+# Clusters (SLURM, TPU pods, Open MPI) tell jax.distributed.initialize() these by themselves; a plain machine or a
+# hand-made set of hosts names them (JAX_COORDINATOR_ADDRESS works too for the address).
+flags.DEFINE_string("coordinator_address", None, "With --jax_distributed: host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "With --jax_distributed: the number of processes.")
+flags.DEFINE_integer("process_id", None, "With --jax_distributed: this process's index, 0 to num_processes - 1.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -59,6 +68,18 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize`` with the flags given (None: the cluster's own values). CPU processes reduce
+    through gloo (jax 0.10's default; set here for versions that have none)."""
+    if jax.config.jax_cpu_collectives_implementation is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -67,7 +88,7 @@ def main(argv: list[str]) -> None:
 
     tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data; JAX owns accelerators.
     if FLAGS.jax_distributed:
-        jax.distributed.initialize()
+        initialize_distributed()
     from jsbir import checks, train, writers
 
     config = FLAGS.config
@@ -98,4 +119,12 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:  # the draw-and-search page parses its own arguments; training stays the default
+        from jsbir.serve import cli
+
+        sys.exit(cli.main(sys.argv[2:]))
+    if sys.argv[1:2] in (["evaluate"], ["index"], ["search"]):  # retrieval subcommands parse their own arguments
+        from jsbir.retrieval import cli as retrieval_cli
+
+        sys.exit(retrieval_cli.main(sys.argv[1], sys.argv[2:]))
     app.run(main, flags_parser=parse_flags)
