@@ -17,12 +17,15 @@ and renames it only on success, and :func:`prepare` removes every folder it crea
 error leaves nothing behind. The root a dataset was prepared from is kept in the prepared folder's
 ``metadata.json``; asking for the same dataset and config from another root is an error (prepared data are never
 silently taken for another collection). Delete the prepared folder to rebuild after changing the files.
+Processes sharing a data folder (the hosts of a multi-host run) prepare one at a time (:func:`prepare_lock`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -336,31 +339,62 @@ def prepare(
     if skip_corrupt:  # skipping changes the content, so it never shares a folder with a complete preparation
         config = dataclasses.replace(config, name=f"{config.name}_skipcorrupt")
     prepared = data_dir / builder_cls.name / config.name / DATA_VERSION
-    remove_incomplete(prepared.parent)
-    if (prepared / "dataset_info.json").is_file():
-        source = json.loads((prepared / "metadata.json").read_text()).get("root", "")
-        if source != str(root_path):
-            raise LayoutError(
-                f"{prepared} was prepared from {source}, not from {root_path}: point config.data.data_dir "
-                f"elsewhere, or delete {prepared} to rebuild from the new root"
+    with prepare_lock(data_dir):
+        remove_incomplete(prepared.parent)
+        if (prepared / "dataset_info.json").is_file():
+            source = json.loads((prepared / "metadata.json").read_text()).get("root", "")
+            if source != str(root_path):
+                raise LayoutError(
+                    f"{prepared} was prepared from {source}, not from {root_path}: point config.data.data_dir "
+                    f"elsewhere, or delete {prepared} to rebuild from the new root"
+                )
+            return tfds.builder_from_directory(os.fspath(prepared))
+        if not str(root) or not root_path.is_dir():
+            raise FileNotFoundError(
+                f"{builder_cls.name}: root folder {str(root)!r} does not exist (set config.data.root).\n"
+                f"{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
-        return tfds.builder_from_directory(os.fspath(prepared))
-    if not str(root) or not root_path.is_dir():
-        raise FileNotFoundError(
-            f"{builder_cls.name}: root folder {str(root)!r} does not exist (set config.data.root).\n"
-            f"{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
-        )
-    shared = [p for p in (data_dir, data_dir / "downloads") if not p.exists()]
-    owned = [p for p in (prepared.parents[1], prepared.parent) if not p.exists()]
+        shared = [p for p in (data_dir, data_dir / "downloads") if not p.exists()]
+        owned = [p for p in (prepared.parents[1], prepared.parent) if not p.exists()]
+        try:
+            builder = builder_cls(
+                root=root_path, skip_corrupt=skip_corrupt, config=config, data_dir=os.fspath(data_dir)
+            )
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False, manual_dir=os.fspath(root_path))
+            )
+        except BaseException:
+            _remove(prepared, owned, shared)
+            raise
+        return builder
+
+
+@contextlib.contextmanager
+def prepare_lock(data_dir: str | os.PathLike) -> Iterator[None]:
+    """Holds an exclusive ``fcntl.flock`` on ``.<name>.lock`` next to the tfds folder ``data_dir`` while a dataset
+    there is checked or prepared, so processes sharing it (the hosts of a multi-host run) never write it at once:
+    one prepares, the others wait and then reuse its records (without it, one's ``remove_incomplete`` deletes the
+    folder another is writing). Linux maps ``flock`` to byte-range locks on NFS, so hosts sharing a mount wait too.
+
+    The file is removed on release; a waiter that then holds a removed or replaced file locks the new one instead.
+    """
+    data_dir = Path(data_dir).expanduser().absolute()
+    path = data_dir.parent / f".{data_dir.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 - closed on release below
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
     try:
-        builder = builder_cls(root=root_path, skip_corrupt=skip_corrupt, config=config, data_dir=os.fspath(data_dir))
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False, manual_dir=os.fspath(root_path))
-        )
-    except BaseException:
-        _remove(prepared, owned, shared)
-        raise
-    return builder
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: nobody can then lock a file that is about to go
+        handle.close()
 
 
 def remove_incomplete(folder: Path) -> None:

@@ -18,7 +18,8 @@ configuration" (it only logs that); make_config hands back the listed object whe
 matches, because tfds refuses a *different* object carrying a listed name. OFFLINE turns off the
 attempt to fetch a prepared copy from the public GCS bucket (already off by default in tfds 4.9.10,
 kept explicit for other versions), so preparing works with no network at all. Data lands in
-``data_dir/synthetic_sbir/<config name>/1.0.0``; a second prepare reuses it.
+``data_dir/synthetic_sbir/<config name>/1.0.0``; a second prepare reuses it, and processes sharing
+``data_dir`` prepare one at a time (``manual.prepare_lock``).
 
 Splits "train" and "test" each hold per_class photos and per_class sketches of every class, photos
 and sketches paired by instance_id; the zero-shot filtering by class (UNSEEN_CLASSES) happens in the
@@ -179,7 +180,8 @@ def prepare(
     Returns:
         The prepared builder; call `.as_dataset(split=...)` on it.
     """
-    builder = SyntheticSbir(config=config or make_config(), data_dir=os.fspath(data_dir))
-    manual.remove_incomplete(Path(builder.data_dir).parent)
-    builder.download_and_prepare(download_config=OFFLINE)
+    with manual.prepare_lock(data_dir):  # several processes (hosts) may share data_dir: one prepares at a time
+        builder = SyntheticSbir(config=config or make_config(), data_dir=os.fspath(data_dir))
+        manual.remove_incomplete(Path(builder.data_dir).parent)
+        builder.download_and_prepare(download_config=OFFLINE)
     return builder
