@@ -174,7 +174,7 @@ class StateFactory:
         return jax.jit(self._create, out_shardings=self.shardings)(variables)
 
 
-def _identity(config: Any, params: Any) -> dict[str, Any]:
+def checkpoint_identity(config: Any, params: Any) -> dict[str, Any]:
     """What a checkpoint must match: the method and the exact parameter tree (names and shapes)."""
     return {"method": config.method, "parameters": checkpoint.parameter_structure(params)}
 
@@ -238,7 +238,7 @@ def train_and_evaluate(
     example = pipeline.example_batch(inputs.sampler, inputs.preprocess, sketches.image.shape[1:])
 
     factory = StateFactory(method, model, config, example, mesh)
-    identity = _identity(config, factory.abstract.params)
+    identity = checkpoint_identity(config, factory.abstract.params)
     model_config = config.model.to_dict()
     ckpt = checkpoint.Checkpointer(workdir, identity, model_config, keep=config.train.keep_checkpoints)
     source = factory.source(ckpt)

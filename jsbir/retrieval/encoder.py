@@ -214,7 +214,7 @@ def load_run(
       jsbir.checkpoint.CheckpointError: the checkpoint belongs to another method or config, or is damaged.
       ValueError: a method that ranks with a learned score (an index holds dot-product embeddings).
     """
-    from jsbir.train import StateFactory, _identity
+    from jsbir.train import StateFactory, checkpoint_identity
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if not os.path.isdir(workdir):
@@ -235,8 +235,8 @@ def load_run(
         shape = jax.eval_shape(extractor.embed, extractor.variables, probe).shape[1:]
     example = pipeline.example_batch(inputs.sampler, inputs.preprocess, shape)
     factory = StateFactory(method, model, config, example, mesh)
-    ckpt = checkpoint.Checkpointer(workdir, _identity(config, factory.abstract.params), config.model.to_dict(),
-                                   subdir=subdir)  # fmt: skip
+    identity = checkpoint_identity(config, factory.abstract.params)
+    ckpt = checkpoint.Checkpointer(workdir, identity, config.model.to_dict(), subdir=subdir)
     try:
         step = ckpt.latest_step() if step is None else step
         state = ckpt.restore(factory.abstract_with_shardings(), step)
