@@ -21,7 +21,6 @@ leaves no half index; :func:`open_index` refuses a missing, changed or foreign f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from jsbir.data.features import file_sha256
 from jsbir.metrics import ItqModel
 
 FORMAT = "jsbir-index"
@@ -43,15 +43,6 @@ IMAGES = "images"
 
 class BadIndexError(ValueError):
     """An index folder that cannot be used; the message names the folder and the file or key at fault."""
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Index:
