@@ -217,7 +217,7 @@ def test_init_from_takes_parameters_only_and_the_start_is_chosen_once(tiny_run, 
     sketches, _ = data.training_pairs()
     example = pipeline.example_batch("class_pairs", "rgb", sketches.image.shape[1:])
     factory = train.StateFactory(method, model, other, example, sharding.make_mesh())
-    identity = train._identity(other, factory.abstract.params)
+    identity = train.checkpoint_identity(other, factory.abstract.params)
     fresh = checkpoint.Checkpointer(str(tmp_path / "new"), identity)
     assert factory.source(fresh) == "init_from"
     state = factory.build("init_from", fresh, identity)
