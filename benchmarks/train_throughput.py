@@ -4,7 +4,7 @@ For each method and image size: the method's jitted train step (the trainer's ow
 config's global batch of random inputs shaped like the training stream, sharded over all devices: compilation time,
 then the median, min and max step time over ``--steps`` steps after ``--warmup`` steps, and samples/s. XLA's cost
 analysis of the compiled step gives its FLOPs, hence the achieved FLOP/s, and on a GPU whose peak is known (or
-``--peak-tflops``) the share of the peak. Separately, the tf.data training stream (``pipeline.train_batches``:
+``--peak-tflops``) the share of the peak. Separately, the tf.data training stream (``train.training_batches``:
 sampling, decoding, augmentation, batching; no training) on the synthetic set at that size, in images/s and
 samples/s, so one can see whether the pipeline would ever hold the step back (``pipeline_bound``)::
 
@@ -152,10 +152,7 @@ def time_pipeline(name: str, size: str, batches: int, data_dir: str, per_class: 
         config.data.train_per_class = per_class
         config.data.test_per_class = 2
     sketches, photos = get_dataset(config.data).training_pairs()
-    stream = pipeline.train_batches(
-        sketches, photos, sampler=inputs.sampler, preprocessing=inputs.preprocess,
-        global_batch=config.train.batch_size, seed=0, augment=config.data.augment,
-    )  # fmt: skip
+    stream = train.training_batches(config, inputs, sketches, photos)
     first = next(stream)  # builds the tf.data graph and fills the prefetch buffer
     images = sum(v.shape[0] for k, v in first.items() if k != "label")
     begin = time.perf_counter()

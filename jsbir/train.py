@@ -174,6 +174,34 @@ class StateFactory:
         return jax.jit(self._create, out_shardings=self.shardings)(variables)
 
 
+def training_batches(config: Any, inputs: Any, sketches: Any, photos: Any, start_step: int = 0) -> Any:
+    """The trainer's stream of this process's host-local batches, from ``start_step`` on (an exact resume).
+
+    Args:
+      config: the run config (``train.batch_size``, ``seed``, ``data.augment``).
+      inputs: the method's input declaration (``Method.inputs(config)``: sampler and preprocessing).
+      sketches, photos: the training examples (``SbirData.training_pairs()``).
+      start_step: the first step the stream serves.
+    """
+    return pipeline.train_batches(
+        sketches,
+        photos,
+        sampler=inputs.sampler,
+        preprocessing=inputs.preprocess,
+        global_batch=config.train.batch_size,
+        seed=config.seed,
+        start_step=start_step,
+        augment=config.data.augment,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
+def training_rng(config: Any) -> jax.Array:
+    """The key every training step folds its step number into."""
+    return jax.random.fold_in(jax.random.key(config.seed), 1)
+
+
 def checkpoint_identity(config: Any, params: Any) -> dict[str, Any]:
     """What a checkpoint must match: the method and the exact parameter tree (names and shapes)."""
     return {"method": config.method, "parameters": checkpoint.parameter_structure(params)}
@@ -275,19 +303,8 @@ def train_and_evaluate(
     if frozen is not None:
         _log_freezing(state, frozen, method.freeze_pattern(config))
     train_step = make_train_step(method, model, config.loss, total, frozen)
-    train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-    batches = pipeline.train_batches(
-        sketches,
-        photos,
-        sampler=inputs.sampler,
-        preprocessing=inputs.preprocess,
-        global_batch=config.train.batch_size,
-        seed=config.seed,
-        start_step=start,
-        augment=config.data.augment,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    train_rng = training_rng(config)
+    batches = training_batches(config, inputs, sketches, photos, start)
     hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer)]
     end = total if stop_after is None else min(total, start + stop_after)
     train_start = time.perf_counter()

@@ -39,16 +39,8 @@ def _train(setup, devices: list[jax.Device]) -> tuple[list[dict[str, float]], di
     mesh = sharding.make_mesh(devices)
     state = train.StateFactory(method, model, config, example, mesh).build("scratch", None, {})
     step = train.make_train_step(method, model, config.loss, config.train.steps)
-    batches = pipeline.train_batches(
-        sketches,
-        photos,
-        sampler=inputs.sampler,
-        preprocessing=inputs.preprocess,
-        global_batch=config.train.batch_size,
-        seed=config.seed,
-        augment=config.data.augment,
-    )
-    rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+    batches = train.training_batches(config, inputs, sketches, photos)
+    rng = train.training_rng(config)
     logged = []
     for _ in range(STEPS):
         batch = sharding.to_global(next(batches), mesh)

@@ -94,11 +94,8 @@ def _reference(tmp: Path) -> tuple[list[float], dict]:
     factory = train.StateFactory(method, model, config, example, mesh)
     state = factory.build("scratch", None, {})
     step = train.make_train_step(method, model, config.loss, config.train.steps)
-    batches = pipeline.train_batches(
-        sketches, photos, sampler=inputs.sampler, preprocessing=inputs.preprocess,
-        global_batch=config.train.batch_size, seed=config.seed, augment=config.data.augment,
-    )  # fmt: skip
-    rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+    batches = train.training_batches(config, inputs, sketches, photos)
+    rng = train.training_rng(config)
     losses = []
     for _ in range(STEPS):
         state, measurements = step(state, sharding.to_global(next(batches), mesh), rng)
