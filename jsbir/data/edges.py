@@ -152,7 +152,7 @@ def classical_detector(sigma: float = 1.5, low: float = 15.0, high: float = 35.0
         del batch_size, mesh  # numpy on the host, in chunks
         out = []
         for begin in range(0, len(images), _CLASSICAL_CHUNK):
-            chunk = images.image[begin : begin + _CLASSICAL_CHUNK].astype(np.float32)
+            chunk = np.asarray(images.image[begin : begin + _CLASSICAL_CHUNK], np.float32)
             gray = chunk[..., 0] if chunk.shape[-1] == 1 else chunk @ _LUMA
             out.append(canny(gray, sigma, low, high).astype(np.float32))
         return np.concatenate(out)

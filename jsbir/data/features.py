@@ -38,8 +38,7 @@ from absl import logging
 from tqdm import tqdm
 
 from jsbir import sharding
-from jsbir.data import pipeline
-from jsbir.data.records import tfds_data_dir
+from jsbir.data import pipeline, records
 from jsbir.data.types import Images, SbirData
 from jsbir.nn import backbones
 from jsbir.weights import pretrained
@@ -60,7 +59,10 @@ def _sha256_arrays(arrays: list[np.ndarray], extra: str = "") -> str:
 
 
 def content_key(images: Images) -> str:
-    """SHA-256 of a set's pixels, labels and instance ids, in order."""
+    """SHA-256 of a set's pixels, labels and instance ids, in order. Images still in their prepared records are
+    named by the records and rows instead of read (``RecordImages.fingerprint``): prepared records never change."""
+    if isinstance(images.image, records.RecordImages):
+        return _sha256_arrays([images.label, images.instance_id], extra=images.image.fingerprint())
     return _sha256_arrays([images.image, images.label, images.instance_id])
 
 
@@ -219,7 +221,8 @@ def all_processes(flag: bool) -> bool:
 
 def cache_dir(config: Any) -> str:
     """``config.features.cache_dir``, else ``jsbir_features`` in the tensorflow-datasets folder."""
-    return os.path.expanduser(config.features.cache_dir) or os.path.join(tfds_data_dir(config.data), "jsbir_features")
+    default = os.path.join(records.tfds_data_dir(config.data), "jsbir_features")
+    return os.path.expanduser(config.features.cache_dir) or default
 
 
 def cached_features(extractor: Extractor, images: Images, config: Any, mesh: Any, name: str) -> tuple[np.ndarray, bool]:

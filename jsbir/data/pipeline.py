@@ -7,16 +7,21 @@ preprocessor (:mod:`jsbir.data.preprocess`) augments each image with its own see
 Because the stream is a pure function of the position, a run restarted at step ``s`` starts at position
 ``s * global_batch`` and sees exactly the batches an uninterrupted run would have seen. Each process keeps its own
 rows ``[p * b, (p + 1) * b)`` of every global batch, where ``b = global_batch // process_count``.
+
+Images that stay in the prepared records (``jsbir.data.records.RecordImages``, every dataset the builders prepare)
+are read and decoded per example inside the parallel map, only for this process's rows, so host memory holds the
+stream's buffers whatever the dataset's size; arrays already in memory (feature vectors, edge maps) are gathered.
+Evaluation batches read only their own rows too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from jsbir.data import preprocess, samplers
+from jsbir.data import preprocess, records, samplers
 from jsbir.data.types import Images
 
 _EPOCHS = 1 << 40  # an endless stream; steps, not epochs, end training
@@ -33,6 +38,21 @@ def example_batch(sampler: str, preprocessing: str, stored_shape: tuple[int, ...
     shape = preprocess.get_preprocessor(preprocessing).output_shape(tuple(stored_shape))
     batch = {key: np.zeros((1, *shape), np.float32) for key in samplers.get_sampler(sampler).keys if key != "label"}
     return {**batch, "label": np.zeros((1,), np.int32)}
+
+
+def _row_reader(images: Images) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A tf function from a row index to that row's stored example: a gather from host memory, or, for images that
+    stay in the prepared records, a read of the row's PNG bytes and a decode inside tf.data (parallel, no GIL)."""
+    if not isinstance(images.image, records.RecordImages):
+        items = tf.constant(images.image)
+        return lambda row: tf.gather(items, row)
+    shape = images.image.shape[1:]
+
+    def read(row):
+        data = tf.numpy_function(images.image.encoded, [row], tf.string, stateful=False)
+        return tf.ensure_shape(tf.io.decode_png(data, channels=shape[-1]), shape)
+
+    return read
 
 
 def train_batches(
@@ -75,9 +95,8 @@ def train_batches(
     local = global_batch // process_count
     pick = chosen.build(sketches, photos)
 
-    sketch_items = tf.constant(sketches.image)
+    sketch_at, photo_at = _row_reader(sketches), _row_reader(photos)
     sketch_labels = tf.constant(sketches.label.astype(np.int32))
-    photo_items = tf.constant(photos.image)
     n = len(sketches)
     start = start_step * global_batch
 
@@ -89,9 +108,9 @@ def train_batches(
 
     def load(index, position):
         key = tf.stack([tf.cast(seed, tf.int64), position])
-        example = {"sketch": prep.train(sketch_items[index], key + tf.constant([1, 0], tf.int64), augment)}
+        example = {"sketch": prep.train(sketch_at(index), key + tf.constant([1, 0], tf.int64), augment)}
         for i, (name, row) in enumerate(pick(index, key).items()):
-            example[name] = prep.train(photo_items[row], key + tf.constant([2 + i, 0], tf.int64), augment)
+            example[name] = prep.train(photo_at(row), key + tf.constant([2 + i, 0], tf.int64), augment)
         example["label"] = sketch_labels[index]
         return example
 
@@ -131,5 +150,5 @@ def eval_batches(
     for begin in range(0, len(images), batch_size):
         rows = np.arange(begin + process_index * local, begin + (process_index + 1) * local)
         mask = rows < len(images)
-        chunk = images.image[np.minimum(rows, len(images) - 1)]
+        chunk = np.asarray(images.image[np.minimum(rows, len(images) - 1)])  # reads only these rows
         yield {"views": preprocess.view_batches(prep, chunk, num_views), "mask": mask}

@@ -6,6 +6,7 @@ Plain numpy and dataclasses, no TensorFlow: models, evaluators and tests import 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,9 @@ class Images:
     """A set of examples of one modality in memory, with their labels.
 
     Attributes:
-      image: (N, H, W, C) uint8 images, or (N, D) float32 feature vectors extracted from them.
+      image: (N, H, W, C) uint8 images (a numpy array, or ``jsbir.data.records.RecordImages`` that read their
+        rows from the prepared records when asked: index to select rows, ``numpy.asarray`` to read them), or
+        (N, D) float32 feature vectors extracted from them.
       label: (N,) int32 class index into ``DatasetInfo.class_names``.
       instance_id: (N,) int64; a sketch and the photo it was drawn from share it (-1 when unknown).
       hard_negatives: optional (N, M) int64 instance ids of photos annotated as hard negatives of each row (a
@@ -118,11 +121,11 @@ class SbirData:
         )
 
 
-def split_modalities(arrays: dict[str, np.ndarray]) -> tuple[Images, Images]:
-    """Splits a tfds split loaded with ``batch_size=-1`` into (sketches, photos)."""
+def split_modalities(arrays: dict[str, Any]) -> tuple[Images, Images]:
+    """Splits a prepared split (``jsbir.data.records.load_split``) into (sketches, photos); images stay unread."""
     modality = np.asarray(arrays["modality"])
     images = Images(
-        image=np.asarray(arrays["image"]),
+        image=arrays["image"],
         label=np.asarray(arrays["label"]).astype(np.int32),
         instance_id=np.asarray(arrays["instance_id"]).astype(np.int64),
     )

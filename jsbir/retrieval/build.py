@@ -267,7 +267,7 @@ def index_split(
     def batches():
         for start in range(0, len(images), batch):
             rows = np.arange(start, min(start + batch, len(images)))
-            yield images.image[rows], [f"{index_lib.IMAGES}/{i:07d}.png" for i in rows], images.label[rows]
+            yield np.asarray(images.image[rows]), [f"{index_lib.IMAGES}/{i:07d}.png" for i in rows], images.label[rows]
 
     info = encoder.data.info
     source = {"kind": "split", "dataset": info.name, "split": info.split, "set": split}

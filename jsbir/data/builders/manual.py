@@ -12,7 +12,8 @@ A dataset family (``sketchy``, ``tuberlin``, ``quickdraw``, ``quickdraw_raw``, `
   pool, keeping the order,
 * and writes tfds examples ``{image, label, modality, instance_id, file_name}``.
 
-Prepared data go to ``data_dir/<builder name>/<config name>/1.0.0``: tfds writes into an ``incomplete.*`` folder
+Prepared data go to ``data_dir/<builder name>/<config name>/1.1.0`` as ArrayRecord files (random access, read
+by :mod:`jsbir.data.records`): tfds writes into an ``incomplete.*`` folder
 and renames it only on success, and :func:`prepare` removes every folder it created when preparing fails, so an
 error leaves nothing behind. The root a dataset was prepared from is kept in the prepared folder's
 ``metadata.json``; asking for the same dataset and config from another root is an error (prepared data are never
@@ -39,12 +40,13 @@ from absl import logging
 from etils import epath
 from PIL import Image
 
+from jsbir.data import records
 from jsbir.data.builders.images import CorruptImageError, to_rgb
 from jsbir.data.types import PHOTO, SKETCH
 
 MODALITIES = ("photo", "sketch")  # the ids of the synthetic builder: photo=0, sketch=1
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-DATA_VERSION = "1.0.0"
+DATA_VERSION = "1.1.0"  # 1.1.0: ArrayRecord files (random access), was TFRecord
 _DECODE_CHUNK = 256  # images decoded ahead of the writer, in a thread pool (PIL releases the GIL)
 # A sketch named after its photo plus "-k" (Sketchy) or "_k" (QMUL-Shoe-V2) pairs with that photo.
 _PAIR_SUFFIX = re.compile(r"^(.*)[-_]\d+$")
@@ -203,7 +205,7 @@ class ManualSbirBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     """
 
     VERSION = tfds.core.Version(DATA_VERSION)
-    RELEASE_NOTES = {DATA_VERSION: "Initial release."}
+    RELEASE_NOTES = {"1.0.0": "Initial release.", DATA_VERSION: "ArrayRecord files, read by random access."}
     BUILDER_CONFIGS: list = []  # any size is a custom config: nothing to list
     SPLITS: tuple[str, ...] = ("full",)
     code_path = epath.Path(__file__)  # see synthetic_sbir: tfds' own lookup needs importlib_resources
@@ -327,7 +329,7 @@ def prepare(
       skip_corrupt: skip undecodable images (logged, listed in the metadata) instead of failing.
 
     Returns:
-      A builder on the prepared data; call ``.as_dataset(split=...)``.
+      A builder on the prepared data; read a split with ``records.load_split``.
 
     Raises:
       FileNotFoundError: the root does not exist.
@@ -358,7 +360,11 @@ def prepare(
         owned = [p for p in (prepared.parents[1], prepared.parent) if not p.exists()]
         try:
             builder = builder_cls(
-                root=root_path, skip_corrupt=skip_corrupt, config=config, data_dir=os.fspath(data_dir)
+                root=root_path,
+                skip_corrupt=skip_corrupt,
+                config=config,
+                data_dir=os.fspath(data_dir),
+                file_format=records.FILE_FORMAT,
             )
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False, manual_dir=os.fspath(root_path))

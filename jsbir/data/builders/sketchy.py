@@ -15,10 +15,11 @@ both get the same ``instance_id``; sketches whose photo is absent get -1. The ge
 collection works as it is. Everything goes to one split, ``full`` (tfds reserves "all"); the zero-shot train/test
 division happens in :mod:`jsbir.data.real`. Usage::
 
+    from jsbir.data import records
     from jsbir.data.builders import manual, sketchy
 
     builder = manual.prepare(sketchy.SketchyExtended, "/data/Sketchy", "/tmp/tfds", manual.make_config(64))
-    ds = builder.as_dataset(split="full")
+    full = records.load_split(builder, "full")
 """
 
 from __future__ import annotations

@@ -3,14 +3,15 @@
 Nothing is downloaded: every image is rendered from a seed. Any (size, train_per_class,
 test_per_class, seed) combination can be built, listed in BUILDER_CONFIGS or not::
 
+    from jsbir.data import records
     from jsbir.data.builders import synthetic_sbir
 
     builder = synthetic_sbir.prepare("/tmp/tfds", synthetic_sbir.make_config(size=32, seed=1))
-    ds = builder.as_dataset(split="train")  # both modalities, all 40 classes
+    train = records.load_split(builder, "train")  # both modalities, all 40 classes; images stay on disk
 
 which is the same as::
 
-    builder = synthetic_sbir.SyntheticSbir(config=make_config(...), data_dir="/tmp/tfds")
+    builder = synthetic_sbir.SyntheticSbir(config=make_config(...), data_dir="/tmp/tfds", file_format="array_record")
     builder.download_and_prepare(download_config=synthetic_sbir.OFFLINE)
 
 A config object that is not in BUILDER_CONFIGS is accepted by tfds as a "custom data
@@ -18,7 +19,7 @@ configuration" (it only logs that); make_config hands back the listed object whe
 matches, because tfds refuses a *different* object carrying a listed name. OFFLINE turns off the
 attempt to fetch a prepared copy from the public GCS bucket (already off by default in tfds 4.9.10,
 kept explicit for other versions), so preparing works with no network at all. Data lands in
-``data_dir/synthetic_sbir/<config name>/1.0.0``; a second prepare reuses it, and processes sharing
+``data_dir/synthetic_sbir/<config name>/1.1.0`` (ArrayRecord files); a second prepare reuses it, and processes sharing
 ``data_dir`` prepare one at a time (``manual.prepare_lock``).
 
 Splits "train" and "test" each hold per_class photos and per_class sketches of every class, photos
@@ -36,7 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jsbir.data import synthetic
+from jsbir.data import records, synthetic
 from jsbir.data.builders import manual
 
 OFFLINE = tfds.download.DownloadConfig(try_download_gcs=False)
@@ -112,8 +113,9 @@ def make_config(
 class SyntheticSbir(tfds.core.GeneratorBasedBuilder):
     """Procedural sketches and photos of 40 shape-program classes (see jsbir.data.synthetic)."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
+        "1.1.0": "ArrayRecord files (random access).",
         "1.0.0": "Initial release: 40 classes (12 primitives x 6 arrangements), photo and sketch "
         "modalities paired by instance_id, train/test poses disjoint.",
     }
@@ -178,10 +180,12 @@ def prepare(
         config: what to build; the default config (64 px, 100 + 40 per class, seed 0) if None.
 
     Returns:
-        The prepared builder; call `.as_dataset(split=...)` on it.
+        The prepared builder; read a split with `jsbir.data.records.load_split`.
     """
     with manual.prepare_lock(data_dir):  # several processes (hosts) may share data_dir: one prepares at a time
-        builder = SyntheticSbir(config=config or make_config(), data_dir=os.fspath(data_dir))
+        builder = SyntheticSbir(
+            config=config or make_config(), data_dir=os.fspath(data_dir), file_format=records.FILE_FORMAT
+        )
         manual.remove_incomplete(Path(builder.data_dir).parent)
         builder.download_and_prepare(download_config=OFFLINE)
     return builder
