@@ -4,7 +4,8 @@ Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of
 every ``ablation`` file gives one table (each variant's validation and test mAP and their change against the full
 model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
 README, and each method's ablation tables also replace what stands between ``<!-- ablation:start -->`` and
-``<!-- ablation:end -->`` in ``docs/methods/<method>.md``::
+``<!-- ablation:end -->`` in ``docs/methods/<method>.md``. The ``train_throughput`` and ``host_memory`` files give
+the tables between ``<!-- scale:start -->`` and ``<!-- scale:end -->``::
 
     python benchmarks/results_table.py            # rewrite README.md
     python benchmarks/results_table.py --print    # only print the tables
@@ -19,6 +20,7 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
 ABLATION_START, ABLATION_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
@@ -87,6 +89,57 @@ def ablation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def throughput_table(result: dict) -> str:
+    """Training step and input pipeline of every method (``train_throughput.py``)."""
+    lines = [
+        "| method, size, batch | step (ms) | training samples/s | GFLOP a step | achieved GFLOP/s "
+        "| pipeline samples/s (images/s) | pipeline / step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+        piped = r.get("pipeline")
+        if isinstance(piped, dict):
+            pipe = f"{piped['samples_per_s']:,.0f} ({piped['images_per_s']:,.0f})"
+            ratio = f"{piped['samples_per_s'] / r['samples_per_s']:,.0f}x"
+        else:
+            pipe, ratio = "cached features", "-"
+        lines.append(
+            f"| `{r['method']}` {r['image_size']} px, {r['batch']} | {r['step_ms']:,.0f} | {r['samples_per_s']:,.1f} "
+            f"| {r['gflops_per_step']:,.1f} | {1000 * r['achieved_tflops']:,.1f} | {pipe} | {ratio} |"
+        )
+    load = result["load_average_1m_before_after"]
+    lines.append(
+        f"\n{result['device_kind']} ({result['backend']}, {result['devices']} device, {result['cpu_count']} cores), "
+        f"load {load[0]:.1f} before and {load[1]:.1f} after."
+    )
+    return "\n".join(lines)
+
+
+def memory_table(result: dict) -> str:
+    """Peak host memory against the dataset's size (``host_memory.py``)."""
+    s = result["settings"]
+    lines = [
+        f"| images ({s['size']} px) | pixels if loaded (MB) | prepare: peak RSS MB (s) | train {s['steps']} steps "
+        "+ evaluation: peak RSS MB (s) | evaluate: peak RSS MB (s) | test queries x gallery | score matrix (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+        cells = [f"{r[k]['peak_rss_mb']:,.0f} ({r[k]['seconds']:,.0f})" for k in ("prepare", "train", "evaluate")]
+        lines.append(
+            f"| {r['images']:,} | {r['pixels_mb_if_loaded']:,.0f} | {' | '.join(cells)} "
+            f"| {r['test_sketches']:,} x {r['test_photos']:,} | {r['score_matrix_mb']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def scale_tables(folder: str) -> str:
+    """The throughput and host-memory tables of the result files in ``folder``."""
+    loaded = _load(folder)
+    parts = [throughput_table(r) for r in loaded if r.get("benchmark") == "train_throughput"]
+    parts += [memory_table(r) for r in loaded if r.get("benchmark") == "host_memory"]
+    return "\n\n".join(parts)
+
+
 def _load(folder: str) -> list[dict]:
     return [json.load(open(path)) for path in sorted(glob.glob(os.path.join(folder, "*.json")))]
 
@@ -116,11 +169,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", default=os.path.join(HERE, "..", "docs", "methods"), help="method pages folder")
     parser.add_argument("--print", action="store_true", help="print the tables and write nothing")
     args = parser.parse_args(argv)
-    text = tables(args.results)
+    text, scale = tables(args.results), scale_tables(args.results)
     if args.print:
-        print(text)
+        print(f"{text}\n\n{scale}")
         return
     _replace(args.readme, START, END, text)
+    _replace(args.readme, SCALE_START, SCALE_END, scale)
     ablations = [r for r in _load(args.results) if r.get("benchmark") == "ablation"]
     for method in sorted({r["settings"]["method"] for r in ablations}):
         page = os.path.join(args.docs, f"{method}.md")

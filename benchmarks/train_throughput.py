@@ -184,7 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with contextlib.redirect_stdout(sys.stderr):  # tensorflow-datasets prints while preparing; stdout is the JSON
         for name in args.methods.split(","):
+            measured = set()
             for size in args.sizes.split(","):
+                resolved = _config(name, size).data.image_size
+                if resolved in measured:  # "default" is already this size for this method
+                    continue
+                measured.add(resolved)
                 row = time_train_step(name, size, args.steps, args.warmup, args.peak_tflops)
                 if args.pipeline_batches:
                     piped = time_pipeline(name, size, args.pipeline_batches, args.data_dir, args.per_class)

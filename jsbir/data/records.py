@@ -109,8 +109,9 @@ def load_split(builder: Any, split: str) -> dict[str, Any]:
     import tensorflow_datasets as tfds
 
     folder = Path(builder.data_dir)
-    if builder.info.file_format is None or builder.info.file_format.value != FILE_FORMAT:
-        raise ValueError(f"{folder} holds {builder.info.file_format} records, not {FILE_FORMAT}: delete it to rebuild")
+    found = builder.info.file_format.value if builder.info.file_format else "unknown"
+    if found != FILE_FORMAT:
+        raise ValueError(f"{folder} holds {found} records, not {FILE_FORMAT}: delete it to rebuild")
     source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
     fields: dict[str, list] = {key: [] for key in builder.info.features if key != "image"}
     for begin in range(0, len(source), _READ_CHUNK):
