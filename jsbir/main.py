@@ -114,7 +114,7 @@ def main(argv: list[str]) -> None:
     if "signal" in report:
         print(f"stopped by {report['signal']} at step {report['stopped_at']}; the same command resumes ({workdir})")
         sys.exit(128 + signal.Signals[report["signal"]].value)
-    if "metrics" in report:
+    if "metrics" in report and jax.process_index() == 0:  # only process 0 writes the report
         print(f"report: {os.path.join(os.path.abspath(workdir), 'report.json')}")
 
 

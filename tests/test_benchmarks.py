@@ -58,8 +58,25 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     (tmp_path / "b.json").write_text(
         json.dumps({"benchmark": "ablation", "settings": settings, "seed": 0, "variants": variants})
     )
+    step = {"method": "bda", "image_size": 64, "batch": 64, "step_ms": 500.0, "samples_per_s": 128.0,
+            "gflops_per_step": 24.1, "achieved_tflops": 0.0482}  # fmt: skip
+    throughput = {
+        "benchmark": "train_throughput", "device_kind": "cpu", "backend": "cpu", "devices": 1, "cpu_count": 2,
+        "load_average_1m_before_after": [1.0, 2.0],
+        "results": [{**step, "pipeline": {"images_per_s": 1280.0, "samples_per_s": 640.0}},
+                    {**step, "method": "zscmr", "pipeline": "trains on cached feature vectors"}],
+    }  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps(throughput))
+    sizes = {"images": 5000, "pixels_mb_if_loaded": 234.4, "test_sketches": 600, "test_photos": 500,
+             "score_matrix_mb": 1.1, **{k: {"peak_rss_mb": 900.4, "seconds": 61.2} for k in ("prepare", "train")},
+             "evaluate": {"peak_rss_mb": 1200.6, "seconds": 30.0}}  # fmt: skip
+    memory = {"benchmark": "host_memory", "settings": {"size": 128, "steps": 20}, "results": [sizes]}
+    (tmp_path / "d.json").write_text(json.dumps(memory))
     readme = tmp_path / "README.md"
-    readme.write_text(f"top\n{results_table.START}\nold\n{results_table.END}\nbottom\n")
+    readme.write_text(
+        f"top\n{results_table.START}\nold\n{results_table.END}\n"
+        f"{results_table.SCALE_START}\nold\n{results_table.SCALE_END}\nbottom\n"
+    )
     page = tmp_path / "bda.md"
     page.write_text(f"# BDA\n{results_table.ABLATION_START}\n{results_table.ABLATION_END}\n")
     results_table.main(["--results", str(tmp_path), "--readme", str(readme), "--docs", str(tmp_path)])
@@ -68,3 +85,6 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
     assert "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.390 ± 0.002 | 0.910 ± 0.020 |" in text
     assert "| no adv | 0.450 | -0.050 | 0.820 | +0.020 |" in text
+    assert "| `bda` 64 px, 64 | 500 | 128.0 | 24.1 | 48.2 | 640 (1,280) | 5x |" in text  # pipeline 640 / step 128
+    assert "| `zscmr` 64 px, 64 | 500 | 128.0 | 24.1 | 48.2 | cached features | - |" in text
+    assert "| 5,000 | 234 | 900 (61) | 900 (61) | 1,201 (30) | 600 x 500 | 1 |" in text

@@ -188,7 +188,7 @@ def _prepare(data_dir: str, barrier, counts: str) -> tuple[int, float]:
     barrier.wait()
     config = synthetic_sbir.make_config(size=32, train_per_class=3, test_per_class=2, seed=5)
     train_split = load_split(synthetic_sbir.prepare(data_dir, config), "train")
-    return len(train_split["label"]), float(train_split["image"].astype(np.float64).sum())
+    return len(train_split["label"]), float(np.asarray(train_split["image"], np.float64).sum())
 
 
 def test_processes_preparing_one_data_folder_take_turns(tmp_path):
