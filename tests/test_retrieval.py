@@ -120,7 +120,7 @@ def test_unknown_backend_and_empty_gallery():
 class StubEncoder:
     """An encoder without a model: the embedding of an 8-pixel image is its pixels at stride 4 over 255."""
 
-    image_size, views, code_bits, method, workdir = 8, 1, 0, "stub", "/nowhere"
+    image_size, views, code_bits, method, workdir, learned_score = 8, 1, 0, "stub", "/nowhere", False
 
     def __init__(self, step: int = 1):
         self.config = ml_collections.ConfigDict({"eval": {"hash_bits": 8, "ks": (10,)}, "seed": 0, "model": {}})
@@ -222,6 +222,10 @@ def test_bad_photos_and_queries_leave_nothing_behind(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match="empty holds no image files"):
         retrieval.list_images(tmp_path / "empty")
+    learned = StubEncoder()
+    learned.learned_score = True  # as DSSA's HOLEF distance: no dot-product index can rank for it
+    with pytest.raises(ValueError, match="'stub' ranks with a learned score, not a dot product: no index for it"):
+        retrieval.index_files(learned, paths, tmp_path / "idx")
     index = retrieval.index_files(StubEncoder(), paths, tmp_path / "idx")
     searcher = retrieval.get_searcher(index, "numpy")
     with pytest.raises(ValueError, match=r"queries must be \(Q, 12\) 12-d embeddings"):

@@ -110,6 +110,8 @@ def _write_index(
     after the items of ``previous`` (copied unchanged) when given."""
     if modality not in MODALITIES:
         raise ValueError(f"modality {modality!r} is not one of {MODALITIES}")
+    if encoder.learned_score:
+        raise ValueError(f"method {encoder.method!r} ranks with a learned score, not a dot product: no index for it")
     begin = time.perf_counter()
     old = 0 if previous is None else len(previous)
     total = old + count
@@ -201,7 +203,8 @@ def index_files(
       modality: "photo" (a gallery) or "sketch" (a set of queries).
 
     Raises:
-      ValueError: no files, or a file that is not a readable image (named; nothing is written).
+      ValueError: no files, a file that is not a readable image (named; nothing is written), or a method that ranks
+        with a learned score.
       FileExistsError: ``out`` exists and ``overwrite`` is False.
     """
     if not len(paths):

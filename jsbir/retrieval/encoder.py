@@ -134,6 +134,11 @@ class Encoder:
         return self.evaluator.spec.views
 
     @property
+    def learned_score(self) -> bool:
+        """Whether the method ranks with a learned score (DSSA's HOLEF): an index, ranked by dot product, cannot."""
+        return self.evaluator.method.score is not None
+
+    @property
     def code_bits(self) -> int:
         """Bits of the method's own codes (0 when it learns none)."""
         return self.evaluator.spec.code_bits if self.evaluator.spec.codes else 0
@@ -212,7 +217,6 @@ def load_run(
     Raises:
       FileNotFoundError: no run config or no checkpoint there.
       jsbir.checkpoint.CheckpointError: the checkpoint belongs to another method or config, or is damaged.
-      ValueError: a method that ranks with a learned score (an index holds dot-product embeddings).
     """
     from jsbir.train import StateFactory, checkpoint_identity
 
@@ -222,8 +226,6 @@ def load_run(
     config = read_run_config(workdir) if config is None else config
     subdir = _choose_checkpoint(workdir, choice)
     method = get_method(config.method)
-    if method.score is not None:
-        raise ValueError(f"method {config.method!r} ranks with a learned score, not a dot product: no index for it")
     mesh = sharding.make_mesh() if mesh is None else mesh
     data = get_dataset(config.data)
     model = method.Model.from_config(config.model, data.info)
