@@ -180,6 +180,7 @@ def train_config() -> ml_collections.ConfigDict:
     train.keep_checkpoints = 2
     train.resume_step = 0  # resume from this checkpoint instead of the newest (a damaged newest; 0 = newest)
     train.eval_every = 250  # validation every N steps (and at the end); the best checkpoint is kept in best/
+    train.validate_start = False  # also validate the starting model (step 0), so that training must beat it
     # The validation metric that chooses the reported checkpoint; "" = the protocol's (zero_shot: map@all[exact],
     # fine_grained: acc@1).
     train.select_metric = ""

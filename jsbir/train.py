@@ -294,6 +294,9 @@ def train_and_evaluate(
         metric = config.train.select_metric or validation.protocol.select_metric
         selector = Selector(validation, workdir, identity, model_config, metric)
     timings["setup_s"] = time.perf_counter() - run_start
+    if start == 0 and selector is not None and config.train.validate_start:
+        with _timed(timings, "validation_s"):
+            selector(state, workdir, writer)  # the starting point is a candidate: training must beat it
     untrained = None
     if start == 0 and config.eval.eval_untrained:
         with _timed(timings, "untrained_eval_s"):

@@ -104,3 +104,42 @@ def test_model_embeds_one_channel_crops_and_scores_with_w():
     assert dssa.METHOD.freeze_pattern(config) == "" and config.loss.kind == "holef2"
     triplet = dssa_config.get_config("runlocal,backbone=sketch_a_net,loss=triplet")
     assert dssa.METHOD.freeze_pattern(triplet) == "^holef$"  # the plain triplet never touches W
+
+
+def test_grid_sum_by_hand():
+    # A 3 x 4 map of one channel, 2 x 2 grid: numpy.array_split gives rows [0, 1] | [2] and columns [0, 1] | [2, 3].
+    f = np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1) + 1.0
+    f2 = np.concatenate([f, -f], -1)  # two channels: each cell's (s, -s) normalises to (1, -1) / sqrt(2)
+    cells = np.asarray(dssa.grid_sum(jnp.asarray(f2), 2)).reshape(4, 2)
+    np.testing.assert_allclose(cells, np.tile([[1.0, -1.0]], (4, 1)) / np.sqrt(2), rtol=1e-6)
+    one = np.asarray(dssa.grid_sum(jnp.asarray(f), 2))[0]  # one channel: every cell normalises to 1
+    np.testing.assert_allclose(one, [1.0, 1.0, 1.0, 1.0], rtol=1e-6)
+    mixed = np.concatenate([f, np.ones_like(f)], -1)
+    sums = [(1 + 2 + 5 + 6, 4), (3 + 4 + 7 + 8, 4), (9 + 10, 2), (11 + 12, 2)]  # (channel 0, channel 1) per cell
+    expected = np.concatenate([np.array(s, np.float32) / np.hypot(*s) for s in sums])
+    np.testing.assert_allclose(np.asarray(dssa.grid_sum(jnp.asarray(mixed), 2))[0], expected, rtol=1e-6)
+    whole = np.asarray(dssa.grid_sum(jnp.asarray(mixed), 1))[0]
+    np.testing.assert_allclose(whole, np.array([78.0, 12.0]) / np.hypot(78.0, 12.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="fine_grid=4 needs a map of at least 4 x 4, got 3 x 4"):
+        dssa.grid_sum(jnp.asarray(f), 4)
+
+
+@pytest.mark.parametrize(("branches", "grid", "dim"), [("coarse+fine", 1, 512), ("coarse", 1, 512), ("fine", 2, 1024)])
+def test_branches_set_the_embedding_and_w_sizes(branches, grid, dim):
+    config = dssa_config.get_config("runlocal,backbone=sketch_a_net")
+    config.unlock()
+    config.model.branches, config.model.fine_grid, config.model.embed_dim = branches, grid, dim
+    model = dssa.Model.from_config(config.model, None)
+    x = jax.random.normal(jax.random.key(0), (2, 98, 98, 1)) * 50
+    init = lambda: model.init(jax.random.key(1), {"sketch": x, "photo": x, "negative": x})  # noqa: E731
+    variables = jax.eval_shape(init)
+    embedding = jax.eval_shape(lambda: dssa.embed(model, init(), x, "photo"))
+    assert embedding.shape == (2, dim) and variables["params"]["holef"].shape == (dim, dim)
+    assert ("fc6" in variables["params"]) == (branches != "fine")
+
+
+def test_embed_dim_must_split_into_the_grid_cells():
+    x = jnp.zeros((1, 98, 98, 1))
+    model = dssa.Model(backbone="sketch_a_net", branches="fine", fine_grid=2, embed_dim=512)
+    with pytest.raises(ValueError, match="fine branch's 512 dimensions must be 4 cells of the map's channels"):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), {"sketch": x}))

@@ -283,6 +283,28 @@ def test_apply_pretrained_replaces_every_backbone(shared):
         pretrained.apply_pretrained(variables, config)
 
 
+@needs_lite0
+def test_truncated_efficientnet_is_the_full_one_stopped_early():
+    # num_blocks=11 loads the ImageNet stem and blocks 0-10 only, and returns exactly the full network's block-10
+    # map: stride 16 (65 pixels give 5 x 5), 112 channels.
+    trunk = efficientnet.EfficientNetLite0(num_blocks=11)
+    weights = pretrained.load_pretrained("efficientnet_lite0", "imagenet", {"num_blocks": 11})
+    assert sorted(weights["params"]) == sorted(["stem_conv", "stem_bn"] + [f"blocks_{i}" for i in range(11)])
+    x = jax.random.uniform(jax.random.key(0), (2, 65, 65, 3), minval=-1.0, maxval=1.0)
+
+    out = trunk.apply(weights, x)
+    _, inter = efficientnet.EfficientNetLite0().apply(
+        load_efficientnet_lite0(), x, capture_intermediates=True, mutable=["intermediates"]
+    )
+
+    assert out.shape == (2, 5, 5, 112) and trunk.channels == 112
+    np.testing.assert_allclose(out, inter["intermediates"]["blocks_10"]["__call__"][0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no classifier"):
+        trunk.apply(weights, x, method=efficientnet.EfficientNetLite0.classify)
+    with pytest.raises(ValueError, match="num_blocks=17"):
+        efficientnet.EfficientNetLite0(num_blocks=17).init(jax.random.key(0), x)
+
+
 def test_apply_pretrained_says_when_no_backbone_matches(tmp_path, keras_vgg16):
     path, _ = keras_vgg16
     config = ml_collections.ConfigDict({"backbone": "vgg16", "backbone_args": {}, "pretrained": str(path)})

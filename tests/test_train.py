@@ -233,3 +233,22 @@ def test_init_from_takes_parameters_only_and_the_start_is_chosen_once(tiny_run, 
         other.init_from = str(tmp_path / "nothing")
     with pytest.raises(checkpoint.CheckpointError, match=r"init_from=.*nothing.* holds no"):
         train.StateFactory(method, model, other, example, sharding.make_mesh()).build("init_from", fresh, identity)
+
+
+def test_validate_start_makes_the_starting_model_a_candidate(tiny_run):
+    # Started from the trained tiny run with a learning rate that wrecks it (Adam moves every weight by about 0.1 a
+    # step): step 2 validates worse than step 0, so the choice is the starting model, restored for the report.
+    tmp, config, _ = tiny_run
+    with config.unlocked():
+        config.init_from = str(tmp / "run")
+        config.train.steps, config.train.eval_every, config.train.warmup_steps = 2, 2, 0
+        config.train.lr, config.train.validate_start = 0.1, True
+    workdir = tmp / "from_start"
+
+    report = train.train_and_evaluate(config, str(workdir))
+
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    validated = {row["step"]: row["val/map@all[exact]"] for row in rows if "val/map@all[exact]" in row}
+    assert sorted(validated) == [0, 2] and validated[2] < validated[0] - 0.02, validated
+    assert report["selection"]["step"] == report["step"] == 0
+    assert checkpoint.Checkpointer(str(workdir), {}, subdir="best").latest_step() == 0

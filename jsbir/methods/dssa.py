@@ -9,7 +9,8 @@ docs/methods/dssa.md says what follows the paper and the authors' released code.
 - Spatial attention with a residual connection on the last feature map f: ``f' = f + f * M``, M a softmax over
   positions (``jsbir.nn.attention.SpatialAttention``).
 - Shortcut fusion: a coarse branch (max-pool, fc 512 with ReLU, fc 256, L2-normalised) and a fine branch (the
-  attended map sum-pooled, L2-normalised), concatenated into one L2-normalised 512-d embedding.
+  attended map sum-pooled, L2-normalised), concatenated into one L2-normalised 512-d embedding. The fine branch can
+  sum-pool each cell of a g x g grid instead (``fine_grid``), keeping the layout that tells two shoes apart.
 - HOLEF, the higher-order learnable energy function ``D_W(x, y) = sum_ij W_ij (x_i - y_j)^2`` with W learned from
   the identity, in a triplet loss with an L1 (HOLEF-1) or squared Frobenius (HOLEF-2) penalty on ``W - I``; or the
   plain squared-Euclidean triplet (``loss.kind = "triplet"``, the released code's). A model trained with HOLEF ranks
@@ -23,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jsbir import losses
 from jsbir.methods import api
@@ -31,7 +33,8 @@ from jsbir.nn.attention import SpatialAttention
 from jsbir.nn.sketch_a_net import GRAY_MEAN, max_pool
 
 KINDS = ("holef1", "holef2", "triplet")
-FINE_CHANNELS = 256  # the fine branch's width: Sketch-a-Net's conv5 channels
+BRANCHES = ("coarse+fine", "coarse", "fine")
+FINE_CHANNELS = 256  # the map's width: Sketch-a-Net's conv5 channels, and an RGB backbone's map by default
 
 
 class Model(nn.Module):
@@ -42,15 +45,20 @@ class Model(nn.Module):
         one-channel input replicated and rescaled to [-1, 1].
       backbone_args: (key, value) pairs for the backbone's constructor.
       attention: use the spatial attention (else f' = f).
-      fusion: concatenate the fine branch to the coarse one (else the coarse branch alone).
+      branches: the embedding's branches: "coarse+fine" (the shortcut fusion), "coarse" or "fine" alone.
+      fine_grid: the fine branch sums the attended map over each cell of a fine_grid x fine_grid grid, each cell
+        L2-normalised (1: over every position, the paper's).
       dropout: dropout rate after the coarse branch's first fully connected layer.
-      embed_dim: the embedding size (coarse and fine branches each take half when fused).
+      embed_dim: the embedding's size (and W's): the coarse branch gives all of it, or half when fused; the fine
+        branch's share is ``fine_grid ** 2`` cells of the map's channels, so the map has share / fine_grid ** 2
+        channels (Sketch-a-Net's conv5 has 256; an RGB backbone's map is brought to that width).
     """
 
     backbone: str = "sketch_a_net"
     backbone_args: tuple[tuple[str, Any], ...] = ()
     attention: bool = True
-    fusion: bool = True
+    branches: str = "coarse+fine"
+    fine_grid: int = 1
     dropout: float = 0.0
     embed_dim: int = 512
 
@@ -62,18 +70,30 @@ class Model(nn.Module):
             backbone=config.backbone,
             backbone_args=tuple(sorted(config.backbone_args.items())),
             attention=config.attention,
-            fusion=config.fusion,
+            branches=config.branches,
+            fine_grid=config.fine_grid,
             dropout=config.dropout,
             embed_dim=config.embed_dim,
         )
 
     def setup(self):
+        if self.branches not in BRANCHES:
+            raise ValueError(f"config.model.branches={self.branches!r} is not one of {BRANCHES}")
+        fine_dim = {"coarse+fine": self.embed_dim // 2, "coarse": 0, "fine": self.embed_dim}[self.branches]
+        channels = fine_dim // self.fine_grid**2 if fine_dim else FINE_CHANNELS
+        if fine_dim and (
+            fine_dim % self.fine_grid**2 or (self.backbone == "sketch_a_net" and channels != FINE_CHANNELS)
+        ):
+            raise ValueError(
+                f"config.model.embed_dim={self.embed_dim} with branches={self.branches!r}, fine_grid={self.fine_grid}:"
+                f" the fine branch's {fine_dim} dimensions must be {self.fine_grid**2} cells of the map's channels"
+                + (" (Sketch-a-Net's 256)" if self.backbone == "sketch_a_net" else "")
+            )
         self.shared_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
-        self.reduce = nn.Dense(FINE_CHANNELS) if self.backbone != "sketch_a_net" else None
+        self.reduce = nn.Dense(channels) if self.backbone != "sketch_a_net" else None
         self.spatial_attention = SpatialAttention() if self.attention else None
-        coarse_dim = self.embed_dim // 2 if self.fusion else self.embed_dim
         self.fc6 = nn.Dense(512)
-        self.fc7 = nn.Dense(coarse_dim)
+        self.fc7 = nn.Dense(self.embed_dim - fine_dim)
         self.drop = nn.Dropout(self.dropout)
         self.holef = self.param("holef", lambda _: jnp.eye(self.embed_dim, dtype=jnp.float32))
 
@@ -87,13 +107,14 @@ class Model(nn.Module):
         mask = None
         if self.spatial_attention is not None:
             f, mask = self.spatial_attention(f)
-        pooled = max_pool(f) if min(f.shape[1:3]) >= 3 else f
-        hidden = self.drop(nn.relu(self.fc6(pooled.reshape(pooled.shape[0], -1))), deterministic=not train)
-        coarse = losses.l2_normalise(self.fc7(hidden))
-        embedding = (
-            jnp.concatenate([coarse, losses.l2_normalise(jnp.sum(f, axis=(1, 2)))], -1) if self.fusion else coarse
-        )
-        return {"embedding": losses.l2_normalise(embedding), "mask": mask}
+        parts = []
+        if "coarse" in self.branches:
+            pooled = max_pool(f) if min(f.shape[1:3]) >= 3 else f
+            hidden = self.drop(nn.relu(self.fc6(pooled.reshape(pooled.shape[0], -1))), deterministic=not train)
+            parts.append(losses.l2_normalise(self.fc7(hidden)))
+        if "fine" in self.branches:
+            parts.append(losses.l2_normalise(grid_sum(f, self.fine_grid)))
+        return {"embedding": losses.l2_normalise(jnp.concatenate(parts, -1)), "mask": mask}
 
     def __call__(self, batch: dict[str, jax.Array], train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
         out = {key: self.features(batch[key], train) for key in ("sketch", "photo", "negative") if key in batch}
@@ -106,6 +127,24 @@ class Model(nn.Module):
     def distance_matrix(self) -> jax.Array:
         """The HOLEF matrix W."""
         return self.holef
+
+
+def grid_sum(f: jax.Array, grid: int) -> jax.Array:
+    """(B, H, W, C) -> (B, grid * grid * C): ``f`` summed over each cell of a grid x grid division of the positions
+    (rows and columns as ``numpy.array_split`` divides them), each cell's sum L2-normalised; grid 1 is the
+    normalised sum over every position.
+
+    Raises:
+      ValueError: the map has fewer rows or columns than the grid has cells.
+    """
+    height, width = f.shape[1:3]
+    if min(height, width) < grid:
+        raise ValueError(
+            f"config.model.fine_grid={grid} needs a map of at least {grid} x {grid}, got {height} x {width}"
+        )
+    rows, cols = (np.array_split(np.arange(n), grid) for n in (height, width))
+    cells = [jnp.sum(f[:, r[0] : r[-1] + 1, c[0] : c[-1] + 1], axis=(1, 2)) for r in rows for c in cols]
+    return jnp.concatenate([losses.l2_normalise(cell) for cell in cells], -1)
 
 
 def holef_distance(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:

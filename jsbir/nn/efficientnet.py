@@ -114,7 +114,9 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 feature extractor with an optional ImageNet classifier.
 
     ``__call__`` maps (B, H, W, 3) images in [-1, 1] to the (B, H/32, W/32, 1280) head feature map; ``classify``
-    maps the same images to ImageNet logits (used to check ported weights).
+    maps the same images to ImageNet logits (used to check ported weights). With ``num_blocks`` < 16 it returns
+    the map of the last block run instead (no head convolution): 11 blocks give the stride-16, 112-channel map
+    that keeps the layout fine-grained matching needs (a 225-pixel crop gives 15 x 15, as Sketch-a-Net's conv5).
 
     Attributes:
       classifier_classes: classes of the ``classifier`` Dense on the pooled feature, created at init so ported
@@ -122,21 +124,31 @@ class EfficientNetLite0(nn.Module):
       drop_connect_rate: maximal drop-connect rate, scaled linearly with block index as in EfficientNet (0 = off).
       impl: convolution implementation ("auto", "lax", "shift"); "lax" computes every convolution as ``nn.Conv``
         would (the slow reference), the others use ``jsbir.nn.conv``'s fast paths on CPU.
+      num_blocks: how many of the 16 MBConv blocks to run; fewer than 16 ends at that block's map, with neither
+        the head convolution nor the classifier.
     """
 
     classifier_classes: int = 1000
     drop_connect_rate: float = 0.0
     impl: str = "auto"
+    num_blocks: int = 16
+
+    @property
+    def full(self) -> bool:
+        """Whether every block, the head convolution and (if any) the classifier are built."""
+        return self.num_blocks == len(block_specs())
 
     @property
     def channels(self) -> int:
         """Channels of the output feature map."""
-        return HEAD_CHANNELS
+        return HEAD_CHANNELS if self.full else block_specs()[self.num_blocks - 1][2]
 
     def setup(self):
         self.stem_conv = nn.Conv(STEM_CHANNELS, (3, 3), strides=2, padding="SAME", use_bias=False)
         self.stem_bn = _batch_norm()
         specs = block_specs()
+        if not 1 <= self.num_blocks <= len(specs):
+            raise ValueError(f"EfficientNetLite0(num_blocks={self.num_blocks}): must be 1 to {len(specs)}")
         self.blocks = [
             MBConvBlock(
                 expand_ratio=expand,
@@ -146,12 +158,13 @@ class EfficientNetLite0(nn.Module):
                 drop_connect_rate=self.drop_connect_rate * i / len(specs),
                 impl=self.impl,
             )
-            for i, (expand, _, out, stride, kernel) in enumerate(specs)
+            for i, (expand, _, out, stride, kernel) in enumerate(specs[: self.num_blocks])
         ]
-        self.head_conv = PointwiseConv(HEAD_CHANNELS, impl=self.impl)
-        self.head_bn = _batch_norm()
-        if self.classifier_classes:
-            self.classifier = nn.Dense(self.classifier_classes)
+        if self.full:
+            self.head_conv = PointwiseConv(HEAD_CHANNELS, impl=self.impl)
+            self.head_bn = _batch_norm()
+            if self.classifier_classes:
+                self.classifier = nn.Dense(self.classifier_classes)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Head feature map of images in [-1, 1].
@@ -161,12 +174,15 @@ class EfficientNetLite0(nn.Module):
           train: enables drop-connect when ``drop_connect_rate`` > 0; BatchNorm stays frozen either way.
 
         Returns:
-          (B, ceil(H / 32), ceil(W / 32), 1280) features after the head conv, BN and ReLU6.
+          (B, ceil(H / 32), ceil(W / 32), 1280) features after the head conv, BN and ReLU6; with ``num_blocks`` <
+          16, the last block's output (B, ceil(H / s), ceil(W / s), ``channels``), s its stride.
         """
         x = standardise(x)
         x = nn.relu6(self.stem_bn(self.stem_conv(x)))
         for block in self.blocks:
             x = block(x, train=train)
+        if not self.full:
+            return x
         x = nn.relu6(self.head_bn(self.head_conv(x)))
         if self.classifier_classes and self.is_initializing():
             self.classifier(jnp.mean(x, axis=(1, 2)))  # creates the classifier's params for ported weights
@@ -178,6 +194,9 @@ class EfficientNetLite0(nn.Module):
 
     def logits(self, fmap: jax.Array) -> jax.Array:
         """ImageNet logits (B, classifier_classes) of a head feature map this network computed."""
-        if not self.classifier_classes:
-            raise ValueError("EfficientNetLite0(classifier_classes=0) has no classifier")
+        if not self.classifier_classes or not self.full:
+            raise ValueError(
+                f"EfficientNetLite0(classifier_classes={self.classifier_classes}, num_blocks={self.num_blocks}) has "
+                "no classifier"
+            )
         return self.classifier(jnp.mean(fmap, axis=(1, 2)))
