@@ -29,9 +29,9 @@ LOSSES = ("holef1", "holef2", "triplet")
 # EfficientNet-Lite0 (the default), chosen on QMUL Shoe-V1's held-out training pairs (docs/methods/dssa.md): the
 # ImageNet network up to block 10 (stride 16: a 225-pixel crop gives a 15 x 15 x 112 map, as Sketch-a-Net's conv5),
 # frozen; the fine branch pooled over a 4 x 4 grid (256 channels x 16 cells = 4,096 dimensions), which keeps the
-# layout that tells two shoes apart; no coarse branch (its fully connected layers, learnt from 243 pairs, lost to
-# the grid on validation); the plain triplet (HOLEF's 4,096 x 4,096 W lost validation acc@1 within 20 steps) at lr
-# 2e-4 (beat 5e-5 on validation), the starting model validated too, so that training must beat it.
+# layout that tells two shoes apart; no coarse branch (fused under HOLEF-2, validation fell to 0.05-0.16); the plain
+# triplet (HOLEF's 4,096 x 4,096 W lost validation acc@1 within 20 steps) at lr 2e-4 (beat 5e-5 on validation); the
+# starting model validated too, so that training must beat it.
 LITE0_RECIPE = {
     "model.backbone_args": ml_collections.ConfigDict({"num_blocks": 11}),
     "model.branches": "fine",
