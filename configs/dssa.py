@@ -26,7 +26,8 @@ import ml_collections
 from configs import common
 
 LOSSES = ("holef1", "holef2", "triplet")
-# EfficientNet-Lite0 (the default), chosen on QMUL Shoe-V1's held-out training pairs (docs/methods/dssa.md): the
+# EfficientNet-Lite0 (the default): the shared fine-tuning recipe (frozen stem and blocks 0-10, batch 32) with these
+# changes, chosen on QMUL Shoe-V1's held-out training pairs (docs/methods/dssa.md): the
 # ImageNet network up to block 10 (stride 16: a 225-pixel crop gives a 15 x 15 x 112 map, as Sketch-a-Net's conv5),
 # frozen; the fine branch pooled over a 4 x 4 grid (256 channels x 16 cells = 4,096 dimensions), which keeps the
 # layout that tells two shoes apart; no coarse branch (fused under HOLEF-2, validation fell to 0.05-0.16); the plain
@@ -37,15 +38,11 @@ LITE0_RECIPE = {
     "model.branches": "fine",
     "model.fine_grid": 4,
     "model.embed_dim": 4096,
-    "train.freeze": common.EFFICIENTNET_FINETUNE["train.freeze"],
-    "train.batch_size": 32,
     "train.lr": 2e-4,
-    "train.warmup_steps": 30,
     "train.steps": 100,
     "train.eval_every": 20,
     "train.checkpoint_every": 50,
     "train.validate_start": True,
-    "eval.batch_size": 64,
 }
 DATASET_SIZE = {"synthetic": 128}  # other datasets: 256, the QMUL images' own size
 
@@ -85,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.views = arg.views
     config.eval.batch_size = 64
     if arg.backbone == "efficientnet_lite0":
-        common.override(config, LITE0_RECIPE)
+        common.override(config, {**common.EFFICIENTNET_FINETUNE, **LITE0_RECIPE})
     common.finish(config, arg)
     if arg.runlocal:
         # Sketch-a-Net's valid convolutions need about 100 pixels; the 4 x 4 grid needs a 4 x 4 map (56-pixel crops)
