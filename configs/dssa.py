@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.kind = arg.loss
     config.loss.margin = 0.3  # the released code's
+    config.loss.negatives = "sampled"  # each sketch's sampled negative (the paper's); or "batch_hard", "batch_all"
     config.loss.alpha = 5e-4  # holef1: weight of ||W - I||_1
     config.loss.beta = 5e-4  # holef2: weight of ||W - I||_F^2
 

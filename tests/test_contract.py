@@ -51,9 +51,12 @@ def _setup(name: str):
 def _batch(example: dict[str, np.ndarray], seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     batch = {
-        k: rng.uniform(-1, 1, (BATCH, *v.shape[1:])).astype(np.float32) for k, v in example.items() if k != "label"
+        k: rng.uniform(-1, 1, (BATCH, *v.shape[1:])).astype(np.float32)
+        for k, v in example.items()
+        if v.dtype == np.float32
     }
-    return {**batch, "label": np.repeat(np.arange(4, dtype=np.int32), BATCH // 4)}
+    rows = {k: rng.permutation(2 * BATCH)[:BATCH].astype(np.int32) for k, v in example.items() if k.endswith("_row")}
+    return {**batch, **rows, "label": np.repeat(np.arange(4, dtype=np.int32), BATCH // 4)}
 
 
 def test_every_method_module_is_registered():

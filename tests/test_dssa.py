@@ -15,8 +15,10 @@ from jsbir.nn.attention import SpatialAttention
 from jsbir.nn.sketch_a_net import SketchANet
 
 
-def _loss_config(kind: str, margin: float = 0.3, alpha: float = 0.0, beta: float = 0.0):
-    return ml_collections.ConfigDict({"kind": kind, "margin": margin, "alpha": alpha, "beta": beta})
+def _loss_config(kind: str, margin: float = 0.3, alpha: float = 0.0, beta: float = 0.0, negatives: str = "sampled"):
+    return ml_collections.ConfigDict(
+        {"kind": kind, "margin": margin, "alpha": alpha, "beta": beta, "negatives": negatives}
+    )
 
 
 def test_holef_distance_is_its_definition():
@@ -64,6 +66,24 @@ def test_holef_gradient_with_respect_to_w_by_hand():
     np.testing.assert_allclose(penalty_grad, 0.25 * np.sign(np.asarray(w) - np.eye(2)), atol=1e-6)
     with pytest.raises(ValueError, match=r"config.loss.kind='nope' is not one of"):
         dssa.triplet_objective(s, p, n, w, _loss_config("nope"))
+
+
+def test_batch_negatives_by_hand_skip_the_sketch_own_photo():
+    # Squared Euclidean on 1-d embeddings, margin 5. Photos (row): p0 = 1 (0), p1 = 8 (1), n0 = 9.5 (1: sketch 0's
+    # negative is sketch 1's own photo), n1 = 2 (2). Sketch 0 (s = 0, d_pos 1) meets p1, n0, n1 at 64, 90.25, 4;
+    # sketch 1 (s = 10, d_pos 4) meets p0 and n1 at 81 and 64, never n0 (its own photo, 0.25 away).
+    s, p, n = (jnp.array(v)[:, None] for v in ([0.0, 10.0], [1.0, 8.0], [9.5, 2.0]))
+    rows = (jnp.array([0, 1]), jnp.array([1, 2]))
+    w = jnp.eye(1)
+
+    def term(negatives):
+        return float(dssa.triplet_objective(s, p, n, w, _loss_config("triplet", 5.0, negatives=negatives), rows)[0])
+
+    assert term("sampled") == 0.0  # 5 + 1 - 90.25 and 5 + 4 - 64 are both negative
+    assert term("batch_hard") == pytest.approx((5 + 1 - 4 + 0) / 2)  # sketch 0's closest is n1
+    assert term("batch_all") == pytest.approx(2 / 5)  # one active pair of the five allowed
+    with pytest.raises(ValueError, match=r"config.loss.negatives='nope' is not one of"):
+        term("nope")
 
 
 def test_spatial_attention_mask_sums_to_one_and_the_residual_holds():

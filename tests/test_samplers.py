@@ -53,10 +53,14 @@ def test_instance_triplets_pair_own_photo_and_another_instance():
     sketches = _images([0] * 6, [10, 11, 12, 13, 10, 11], 0)
     photos = _images([0] * 4, [13, 12, 11, 10], 1)
     for b in _stream(sketches, photos, "instance_triplets", steps=20):
-        assert set(b) == {"sketch", "photo", "negative", "label"}
+        assert set(b) == {"sketch", "photo", "negative", "label", "photo_row", "negative_row"}
         s, p, n = _row(b["sketch"]), _row(b["photo"]), _row(b["negative"])
         np.testing.assert_array_equal(photos.instance_id[p], sketches.instance_id[s])
         assert (photos.instance_id[n] != sketches.instance_id[s]).all()
+        # The rows the batch carries are the rows its photos came from.
+        assert b["photo_row"].dtype == b["negative_row"].dtype == np.int32
+        np.testing.assert_array_equal(b["photo_row"], p)
+        np.testing.assert_array_equal(b["negative_row"], n)
 
 
 def test_instance_triplets_draw_three_in_four_negatives_from_the_annotation():
@@ -119,15 +123,22 @@ def test_features_sampler_reads_vectors_and_refuses_images():
     ("sampler", "preprocessing", "stored", "keys", "shape"),
     [
         ("class_pairs", "rgb", (32, 32, 3), ("sketch", "photo", "label"), (32, 32, 3)),
-        ("instance_triplets", "gray_crop", (64, 64, 3), ("sketch", "photo", "negative", "label"), (56, 56, 1)),
+        (
+            "instance_triplets",
+            "gray_crop",
+            (64, 64, 3),
+            ("sketch", "photo", "negative", "label", "photo_row", "negative_row"),
+            (56, 56, 1),
+        ),
         ("features", "features", (512,), ("sketch", "photo", "label"), (512,)),
     ],
 )
 def test_example_batch_has_the_stream_keys_and_shapes(sampler, preprocessing, stored, keys, shape):
     batch = pipeline.example_batch(sampler, preprocessing, stored)
     assert tuple(batch) == keys
-    assert all(batch[k].shape == (1, *shape) for k in keys if k != "label")
-    assert batch["label"].dtype == np.int32
+    images = [k for k in keys if k != "label" and not k.endswith("_row")]
+    assert all(batch[k].shape == (1, *shape) and batch[k].dtype == np.float32 for k in images)
+    assert all(batch[k].shape == (1,) and batch[k].dtype == np.int32 for k in keys if k not in images)
 
 
 def test_unknown_names_are_refused():

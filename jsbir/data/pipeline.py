@@ -36,8 +36,9 @@ def example_batch(sampler: str, preprocessing: str, stored_shape: tuple[int, ...
       stored_shape: the shape of one stored example (``Images.image.shape[1:]``).
     """
     shape = preprocess.get_preprocessor(preprocessing).output_shape(tuple(stored_shape))
-    batch = {key: np.zeros((1, *shape), np.float32) for key in samplers.get_sampler(sampler).keys if key != "label"}
-    return {**batch, "label": np.zeros((1,), np.int32)}
+    chosen = samplers.get_sampler(sampler)
+    batch = {key: np.zeros((1, *shape), np.float32) for key in ("sketch", *chosen.photo_keys)}
+    return {**batch, **{key: np.zeros((1,), np.int32) for key in ("label", *chosen.row_keys)}}
 
 
 def _row_reader(images: Images) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -68,7 +69,8 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless host-local training batches: ``"sketch"``, the sampler's photo keys, and ``"label"``.
+    """Endless host-local training batches: ``"sketch"``, the sampler's photo keys, ``"label"``, and the photos' rows
+    when the sampler carries them (``Sampler.row_keys``).
 
     Args:
       sketches: the training sketches.
@@ -84,7 +86,8 @@ def train_batches(
       process_count: the number of processes.
 
     Returns:
-      An iterator of numpy dicts of preprocessed float32 inputs (b, ...) and "label" int32 (b,).
+      An iterator of numpy dicts of preprocessed float32 inputs (b, ...), "label" int32 (b,) and the row keys int32
+      (b,).
     """
     if global_batch % process_count:
         raise ValueError(f"batch size {global_batch} does not split over {process_count} processes")
@@ -111,6 +114,8 @@ def train_batches(
         example = {"sketch": prep.train(sketch_at(index), key + tf.constant([1, 0], tf.int64), augment)}
         for i, (name, row) in enumerate(pick(index, key).items()):
             example[name] = prep.train(photo_at(row), key + tf.constant([2 + i, 0], tf.int64), augment)
+            if chosen.rows:
+                example[f"{name}_row"] = tf.cast(row, tf.int32)
         example["label"] = sketch_labels[index]
         return example
 

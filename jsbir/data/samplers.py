@@ -10,7 +10,9 @@ and global stream position ``position`` a sampler picks photo rows, drawing its 
 * ``instance_triplets``: ``{"photo", "negative"}``: the sketch's own photo (same ``instance_id``) and a negative
   photo of another instance; with probability ``HARD_FRACTION`` the negative comes from the sketch's annotated hard
   negatives (``Images.hard_negatives``) when it has any, otherwise it is uniform over the other photos of the
-  sketch's class (DSSA's sampling, docs/methods/dssa.md; a class with one photo draws from all photos).
+  sketch's class (DSSA's sampling, docs/methods/dssa.md; a class with one photo draws from all photos). Its
+  batches also carry ``"photo_row"`` and ``"negative_row"``, the training-photo row of each photo, so that a loss
+  can use every photo of the batch as a negative except the sketch's own.
 * ``features``: ``class_pairs`` over pre-extracted feature vectors (the methods that train on cached features).
 """
 
@@ -122,22 +124,29 @@ class Sampler:
       photo_keys: the batch keys filled with photos, in the order their augmentation seeds are numbered.
       build: ``(sketches, photos) -> pick``, where ``pick(index, key)`` returns the photo row of each key.
       stored: what the examples must be: "images" ((N, H, W, C) uint8) or "features" ((N, D) vectors).
+      rows: whether batches also carry each photo's training-photo row, int32, under ``row_keys``.
     """
 
     name: str
     photo_keys: tuple[str, ...]
     build: Callable[[Images, Images], Pick]
     stored: str = "images"
+    rows: bool = False
+
+    @property
+    def row_keys(self) -> tuple[str, ...]:
+        """``"<photo key>_row"`` for each photo key when the sampler carries rows, else none."""
+        return tuple(f"{key}_row" for key in self.photo_keys) if self.rows else ()
 
     @property
     def keys(self) -> tuple[str, ...]:
         """Every key of a training batch."""
-        return ("sketch", *self.photo_keys, "label")
+        return ("sketch", *self.photo_keys, "label", *self.row_keys)
 
 
 SAMPLERS: dict[str, Sampler] = {
     "class_pairs": Sampler("class_pairs", ("photo",), _class_pairs),
-    "instance_triplets": Sampler("instance_triplets", ("photo", "negative"), _instance_triplets),
+    "instance_triplets": Sampler("instance_triplets", ("photo", "negative"), _instance_triplets, rows=True),
     "features": Sampler("features", ("photo",), _class_pairs, stored="features"),
 }
 

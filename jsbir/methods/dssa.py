@@ -33,6 +33,7 @@ from jsbir.nn.attention import SpatialAttention
 from jsbir.nn.sketch_a_net import GRAY_MEAN, max_pool
 
 KINDS = ("holef1", "holef2", "triplet")
+NEGATIVES = ("sampled", "batch_hard", "batch_all")
 BRANCHES = ("coarse+fine", "coarse", "fine")
 FINE_CHANNELS = 256  # the map's width: Sketch-a-Net's conv5 channels, and an RGB backbone's map by default
 
@@ -92,9 +93,10 @@ class Model(nn.Module):
         self.shared_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
         self.reduce = nn.Dense(channels) if self.backbone != "sketch_a_net" else None
         self.spatial_attention = SpatialAttention() if self.attention else None
-        self.fc6 = nn.Dense(512)
-        self.fc7 = nn.Dense(self.embed_dim - fine_dim)
-        self.drop = nn.Dropout(self.dropout)
+        if "coarse" in self.branches:
+            self.fc6 = nn.Dense(512)
+            self.fc7 = nn.Dense(self.embed_dim - fine_dim)
+            self.drop = nn.Dropout(self.dropout)
         self.holef = self.param("holef", lambda _: jnp.eye(self.embed_dim, dtype=jnp.float32))
 
     def features(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -165,18 +167,45 @@ def holef_paired(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def triplet_objective(
-    sketch: jax.Array, positive: jax.Array, negative: jax.Array, w: jax.Array, config: Any
+    sketch: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    w: jax.Array,
+    config: Any,
+    rows: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """(the triplet term, the penalty on W) of ``config.kind``.
+    """(the triplet term, the penalty on W) of ``config.kind``, with the negatives ``config.negatives`` names.
 
-    ``mean max(0, m + D(s, p+) - D(s, p-))`` with ``D = D_W`` for HOLEF and the squared Euclidean distance for
-    "triplet"; the penalty is ``alpha ||W - I||_1`` (holef1), ``beta ||W - I||_F^2`` (holef2) or 0 (triplet).
+    ``max(0, m + D(s, p+) - D(s, p-))`` with ``D = D_W`` for HOLEF and the squared Euclidean distance for "triplet";
+    the penalty is ``alpha ||W - I||_1`` (holef1), ``beta ||W - I||_F^2`` (holef2) or 0 (triplet). The negatives:
+
+    - "sampled": each sketch's own sampled negative, the term averaged over the batch (the paper's);
+    - "batch_hard": of every photo in the batch (positives and negatives of all rows) whose row differs from the
+      sketch's own photo's, the closest to the sketch; averaged over the batch;
+    - "batch_all": every such photo, the term averaged over all (sketch, photo) pairs.
+
+    Args:
+      rows: (the positives' training-photo rows, the negatives'), (B,) each; required by the batch negatives.
     """
     if config.kind not in KINDS:
         raise ValueError(f"config.loss.kind={config.kind!r} is not one of {KINDS}")
+    if config.negatives not in NEGATIVES:
+        raise ValueError(f"config.loss.negatives={config.negatives!r} is not one of {NEGATIVES}")
     if config.kind == "triplet":
         w = jnp.eye(sketch.shape[-1], dtype=jnp.float32)
-    term = jnp.mean(jax.nn.relu(config.margin + holef_paired(sketch, positive, w) - holef_paired(sketch, negative, w)))
+    d_pos = holef_paired(sketch, positive, w)
+    if config.negatives == "sampled":
+        term = jnp.mean(jax.nn.relu(config.margin + d_pos - holef_paired(sketch, negative, w)))
+    else:
+        photos = jnp.concatenate([positive, negative])
+        valid = jnp.concatenate(rows)[None, :] != rows[0][:, None]  # (B, 2B): not the sketch's own photo
+        d_neg = holef_distance(sketch, photos, w)
+        if config.negatives == "batch_hard":
+            closest = jnp.min(jnp.where(valid, d_neg, jnp.inf), axis=1)
+            term = jnp.mean(jax.nn.relu(config.margin + d_pos - closest))
+        else:
+            hinge = jax.nn.relu(config.margin + d_pos[:, None] - d_neg)
+            term = jnp.sum(jnp.where(valid, hinge, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
     offset = w - jnp.eye(w.shape[0], dtype=w.dtype)
     penalty = {
         "holef1": config.alpha * jnp.sum(jnp.abs(offset)),
@@ -195,13 +224,15 @@ def loss_fn(
     progress: jax.Array,
     config: Any,
 ) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
-    """The DSSA loss on a batch of (sketch, own photo, negative photo) triplets (see :func:`triplet_objective`)."""
+    """The DSSA loss on a batch of (sketch, own photo, negative photo) triplets and the photos' training rows (see
+    :func:`triplet_objective`)."""
     del progress
     (_, out), updated = model.apply(
         {"params": params, **model_state}, batch, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
     )
     s, p, n = (out[k]["embedding"] for k in ("sketch", "photo", "negative"))
-    term, penalty = triplet_objective(s, p, n, params["holef"], config)
+    rows = (batch["photo_row"], batch["negative_row"])
+    term, penalty = triplet_objective(s, p, n, params["holef"], config, rows)
     d_pos, d_neg = jnp.sum((s - p) ** 2, -1), jnp.sum((s - n) ** 2, -1)
     measurements = {
         "loss_triplet": term,
