@@ -1,6 +1,7 @@
 """Rewrites the README's results tables from the JSON files the quality benchmarks wrote to ``benchmarks/results/``.
 
-Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models);
+Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models), in
+the zero-shot table (mAP) or, for a fine-grained method's file (acc@K and no mAP), in the fine-grained one;
 every ``ablation`` file gives one table (each variant's validation and test mAP and their change against the full
 model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
 README, and each method's ablation tables also replace what stands between ``<!-- ablation:start -->`` and
@@ -48,6 +49,25 @@ def _val_key(figures: dict) -> str:
 def _busy(summary: dict) -> str:
     """The highest 5-minute load average seen at the end of the runs, when recorded."""
     return f" ({summary['load5']['max']:.1f})" if "load5" in summary else ""
+
+
+def fine_grained_table(results: list[dict]) -> str:
+    """One row per seeds result of a fine-grained method (acc@K of each sketch's own photo)."""
+    lines = [
+        "| method | data | backbone, steps | acc@1 | acc@5 | acc@10 | ITQ codes acc@1 | "
+        f"validation ({'/'.join(sorted({_val_key(r['summary']) for r in results}))}) | training s (load) | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s, summary = r["settings"], r["summary"]
+        itq = next((k for k in summary if k.startswith("itq") and k.endswith("/acc@1")), "")
+        lines.append(
+            f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'acc@1')}** | "
+            f"{_pm(summary, 'acc@5')} | {_pm(summary, 'acc@10')} | {_pm(summary, itq)} | "
+            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
+            f"{len(r['seeds'])} |"
+        )
+    return "\n".join(lines)
 
 
 def seeds_table(results: list[dict]) -> str:
@@ -148,7 +168,10 @@ def tables(folder: str) -> str:
     """Every table the result files in ``folder`` make, seeds first."""
     loaded = _load(folder)
     seeds = [r for r in loaded if r.get("benchmark") == "seeds"]
-    parts = [seeds_table(seeds)] if seeds else []
+    fine = [r for r in seeds if "map@all[exact]" not in r["summary"]]  # acc@K alone: a fine-grained method
+    zero_shot = [r for r in seeds if r not in fine]
+    parts = [seeds_table(zero_shot)] if zero_shot else []
+    parts += [fine_grained_table(fine)] if fine else []
     parts += [ablation_table(r) for r in loaded if r.get("benchmark") == "ablation"]
     return "\n\n".join(parts)
 

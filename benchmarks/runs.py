@@ -25,6 +25,7 @@ HEADLINE = (
     "prec@25[k]",
     "map@200[sake]",
     "acc@1",
+    "acc@5",
     "acc@10",
 )
 

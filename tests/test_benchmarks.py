@@ -42,6 +42,7 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     }  # fmt: skip
     summary = {
         "map@all[exact]": {"mean": 0.9, "std": 0.01},
+        "acc@1": {"mean": 0.95, "std": 0.01},  # zero-shot reports hold acc@K too
         "prec@100[k]": {"mean": 0.39, "std": 0.002},
         "itq64/map@all[exact]": {"mean": 0.91, "std": 0.02},
         "val/map@all[exact]": {"mean": 0.55, "std": 0.03},
@@ -49,6 +50,19 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     }
     (tmp_path / "a.json").write_text(
         json.dumps({"benchmark": "seeds", "settings": settings, "summary": summary, "seeds": [0, 1, 2]})
+    )
+    fine = {
+        "acc@1": {"mean": 0.38, "std": 0.02},
+        "acc@5": {"mean": 0.65, "std": 0.01},
+        "acc@10": {"mean": 0.8, "std": 0.01},
+        "itq64/acc@1": {"mean": 0.25, "std": 0.0, "min": 0.25, "max": 0.25},
+        "val/acc@1": {"mean": 0.38, "std": 0.01},
+        "train_s": {"mean": 800.0, "std": 50.0},
+    }
+    fine_settings = {**settings, "method": "dssa", "dataset": "qmul_v1", "root": "/data/qmul_shoes_v1/",
+                     "image_size": 256, "backbone": "efficientnet_lite0", "steps": 100}  # fmt: skip
+    (tmp_path / "a2.json").write_text(
+        json.dumps({"benchmark": "seeds", "settings": fine_settings, "summary": fine, "seeds": [0, 1, 2]})
     )
     variants = {
         "full": {"val/map@all[exact]": 0.5, "map@all[exact]": 0.8, "delta": {}},
@@ -84,6 +98,13 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     text = readme.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
     assert "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.390 ± 0.002 | 0.910 ± 0.020 |" in text
+    # A fine-grained method's seeds go to their own table, with acc@K.
+    assert "| acc@1 | acc@5 | acc@10 | ITQ codes acc@1 | validation (val/acc@1) |" in text
+    assert (
+        "| `dssa` | qmul_shoes_v1 (default), 256 px | efficientnet_lite0, 100 | **0.380 ± 0.020** | 0.650 ± 0.010 | "
+        "0.800 ± 0.010 | 0.250 | 0.380 ± 0.010 | 800 | 3 |"
+    ) in text
+    assert "dssa" not in text.split("| acc@1 |")[0]  # not a row of the zero-shot table
     assert "| no adv | 0.450 | -0.050 | 0.820 | +0.020 |" in text
     assert "| `bda` 64 px, 64 | 500 | 128.0 | 24.1 | 48.2 | 640 (1,280) | 5x |" in text  # pipeline 640 / step 128
     assert "| `zscmr` 64 px, 64 | 500 | 128.0 | 24.1 | 48.2 | cached features | - |" in text
