@@ -51,39 +51,41 @@ def _busy(summary: dict) -> str:
     return f" ({summary['load5']['max']:.1f})" if "load5" in summary else ""
 
 
-def fine_grained_table(results: list[dict]) -> str:
-    """One row per seeds result of a fine-grained method (acc@K of each sketch's own photo)."""
+def _code_key(summary: dict, prefix: str, metric: str) -> str:
+    """The summary key of ``metric`` over the codes whose key starts with ``prefix`` ("itq", "hash"), or ""."""
+    return next((k for k in summary if k.startswith(prefix) and k.endswith(f"/{metric}")), "")
+
+
+# Each table's figure columns: (header, the summary key of a result's summary); the first is the headline, in bold.
+ZERO_SHOT_COLUMNS = (
+    ("mAP@all", lambda summary: "map@all[exact]"),
+    ("Prec@100", lambda summary: "prec@100[k]"),
+    ("ITQ codes mAP@all", lambda summary: _code_key(summary, "itq", "map@all[exact]")),
+    ("learned codes mAP@all", lambda summary: _code_key(summary, "hash", "map@all[exact]")),
+)
+FINE_GRAINED_COLUMNS = (
+    ("acc@1", lambda summary: "acc@1"),
+    ("acc@5", lambda summary: "acc@5"),
+    ("acc@10", lambda summary: "acc@10"),
+    ("ITQ codes acc@1", lambda summary: _code_key(summary, "itq", "acc@1")),
+)
+
+
+def seeds_table(results: list[dict], columns=ZERO_SHOT_COLUMNS) -> str:
+    """One row per seeds result, with ``columns``' figures (the zero-shot ones by default)."""
+    validation = "/".join(sorted({_val_key(r["summary"]) for r in results}))
+    headers = [header for header, _ in columns]
     lines = [
-        "| method | data | backbone, steps | acc@1 | acc@5 | acc@10 | ITQ codes acc@1 | "
-        f"validation ({'/'.join(sorted({_val_key(r['summary']) for r in results}))}) | training s (load) | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | data | backbone, steps | {' | '.join(headers)} | validation ({validation}) | training s (load) "
+        "| seeds |",
+        "|---" * (len(columns) + 6) + "|",
     ]
     for r in results:
         s, summary = r["settings"], r["summary"]
-        itq = next((k for k in summary if k.startswith("itq") and k.endswith("/acc@1")), "")
+        figures = [_pm(summary, key(summary)) for _, key in columns]
+        figures[0] = f"**{figures[0]}**"
         lines.append(
-            f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'acc@1')}** | "
-            f"{_pm(summary, 'acc@5')} | {_pm(summary, 'acc@10')} | {_pm(summary, itq)} | "
-            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
-            f"{len(r['seeds'])} |"
-        )
-    return "\n".join(lines)
-
-
-def seeds_table(results: list[dict]) -> str:
-    """One row per seeds result."""
-    lines = [
-        "| method | data | backbone, steps | mAP@all | Prec@100 | ITQ codes mAP@all | learned codes mAP@all | "
-        f"validation ({'/'.join(sorted({_val_key(r['summary']) for r in results}))}) | training s (load) | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        s, summary = r["settings"], r["summary"]
-        itq = next((k for k in summary if k.startswith("itq") and k.endswith("map@all[exact]")), "")
-        learned = next((k for k in summary if k.startswith("hash") and k.endswith("map@all[exact]")), "")
-        lines.append(
-            f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | **{_pm(summary, 'map@all[exact]')}** | "
-            f"{_pm(summary, 'prec@100[k]')} | {_pm(summary, itq)} | {_pm(summary, learned)} | "
+            f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | {' | '.join(figures)} | "
             f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
             f"{len(r['seeds'])} |"
         )
@@ -171,7 +173,7 @@ def tables(folder: str) -> str:
     fine = [r for r in seeds if "map@all[exact]" not in r["summary"]]  # acc@K alone: a fine-grained method
     zero_shot = [r for r in seeds if r not in fine]
     parts = [seeds_table(zero_shot)] if zero_shot else []
-    parts += [fine_grained_table(fine)] if fine else []
+    parts += [seeds_table(fine, FINE_GRAINED_COLUMNS)] if fine else []
     parts += [ablation_table(r) for r in loaded if r.get("benchmark") == "ablation"]
     return "\n\n".join(parts)
 
