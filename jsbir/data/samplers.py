@@ -138,11 +138,6 @@ class Sampler:
         """``"<photo key>_row"`` for each photo key when the sampler carries rows, else none."""
         return tuple(f"{key}_row" for key in self.photo_keys) if self.rows else ()
 
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """Every key of a training batch."""
-        return ("sketch", *self.photo_keys, "label", *self.row_keys)
-
 
 SAMPLERS: dict[str, Sampler] = {
     "class_pairs": Sampler("class_pairs", ("photo",), _class_pairs),
