@@ -115,8 +115,13 @@ def test_model_embeds_one_channel_crops_and_scores_with_w():
     assert config.data.image_size == 112  # Sketch-a-Net's valid convolutions need about 100 pixels
     model = dssa.Model.from_config(config.model, None)
     x = jax.random.normal(jax.random.key(0), (3, 98, 98, 1)) * 50
-    variables = model.init(jax.random.key(1), {"sketch": x, "photo": x, "negative": x})
-    e = dssa.embed(model, variables, x, "photo")
+
+    @jax.jit  # one compilation: op by op, the 15 x 15 convolutions' first calls cost about a minute on 2 cores
+    def init_and_embed(x):
+        variables = model.init(jax.random.key(1), {"sketch": x, "photo": x, "negative": x})
+        return variables, dssa.embed(model, variables, x, "photo")
+
+    variables, e = init_and_embed(x)
     assert e.shape == (3, 512)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
     # W = I at init: the score is minus the squared distance, 2 - 2 cos for unit vectors.
