@@ -51,10 +51,7 @@ def _start_two(tmp: Path, workdir: Path, steps: int, tag: str) -> list[str]:
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        # Runs of one test share compiled programs (evaluation's are the same in both starts).
-        "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+    }  # and conftest's compilation cache, so the second start reuses the first one's programs
     processes = []
     for index in range(2):
         command = [
