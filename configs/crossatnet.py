@@ -60,6 +60,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.train.steps = 1500
     config.eval.hash_bits = arg.bits
-    if arg.backbone == "efficientnet_lite0":
-        common.override(config, common.EFFICIENTNET_FINETUNE)
+    if arg.backbone in common.EFFICIENTNETS:
+        common.override(config, common.efficientnet_finetune(arg.backbone))
     return common.finish(config, arg)

@@ -26,15 +26,17 @@ import ml_collections
 from configs import common
 
 LOSSES = ("holef1", "holef2", "triplet")
-# EfficientNet-Lite0 (the default): the shared fine-tuning recipe (frozen stem and blocks 0-10, batch 32) with these
-# changes, chosen on QMUL Shoe-V1's held-out training pairs (docs/methods/dssa.md): the
-# ImageNet network up to block 10 (stride 16: a 225-pixel crop gives a 15 x 15 x 112 map, as Sketch-a-Net's conv5),
-# frozen; the fine branch pooled over a 4 x 4 grid (256 channels x 16 cells = 4,096 dimensions), which keeps the
-# layout that tells two shoes apart; no coarse branch (fused under HOLEF-2, validation fell to 0.05-0.16); the plain
-# triplet (HOLEF's 4,096 x 4,096 W lost validation acc@1 within 20 steps) at lr 2e-4 (beat 5e-5 on validation); the
-# starting model validated too, so that training must beat it.
-LITE0_RECIPE = {
-    "model.backbone_args": ml_collections.ConfigDict({"num_blocks": 11}),
+# EfficientNet-Lite backbones: how many blocks reach stride 8 and stride 16 (a 225-pixel crop gives a 15 x 15 map at
+# stride 16, as Sketch-a-Net's conv5: Lite0's block 10, 112 channels; Lite1's and Lite2's block 14, 112 and 120).
+STRIDE_BLOCKS = {"efficientnet_lite0": (5, 11), "efficientnet_lite1": (7, 15), "efficientnet_lite2": (7, 15)}
+# With an EfficientNet-Lite: the shared fine-tuning recipe (batch 32) with these changes, chosen on QMUL Shoe-V1's
+# held-out training pairs (docs/methods/dssa.md): the ImageNet network up to stride 16, frozen whole; the fine branch
+# pooled over a 4 x 4 grid (256 channels x 16 cells = 4,096 dimensions), which keeps the layout that tells two shoes
+# apart; no coarse branch (fused under HOLEF-2, validation fell to 0.05-0.16); the plain triplet (HOLEF's 4,096 x
+# 4,096 W lost validation acc@1 within 20 steps) at lr 2e-4 (beat 5e-5 on validation); the starting model validated
+# too, so that training must beat it.
+EFFICIENTNET_RECIPE = {
+    "train.freeze": "_net/",
     "model.branches": "fine",
     "model.fine_grid": 4,
     "model.embed_dim": 4096,
@@ -82,14 +84,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every = 100
     config.eval.views = arg.views
     config.eval.batch_size = 64
-    if arg.backbone == "efficientnet_lite0":
-        common.override(config, {**common.EFFICIENTNET_FINETUNE, **LITE0_RECIPE})
+    if arg.backbone in STRIDE_BLOCKS:
+        common.override(config, {**common.efficientnet_finetune(arg.backbone), **EFFICIENTNET_RECIPE})
+        config.model.backbone_args.num_blocks = STRIDE_BLOCKS[arg.backbone][1]
     common.finish(config, arg)
     if arg.runlocal:
         # Sketch-a-Net's valid convolutions need about 100 pixels; the 4 x 4 grid needs a 4 x 4 map: 56-pixel crops
-        # through EfficientNet-Lite0's blocks 0-4 (stride 8) give 7 x 7, reduced to 32 channels a cell (512-d), in
-        # a fraction of the full recipe's compile time
+        # through an EfficientNet-Lite's blocks to stride 8 give 7 x 7, reduced to 32 channels a cell (512-d), in a
+        # fraction of the full recipe's compile time
         config.data.image_size = 112 if arg.backbone == "sketch_a_net" else 64
-        if arg.backbone == "efficientnet_lite0":
-            config.model.backbone_args.num_blocks, config.model.embed_dim = 5, 512
+        if arg.backbone in STRIDE_BLOCKS:
+            config.model.backbone_args.num_blocks, config.model.embed_dim = STRIDE_BLOCKS[arg.backbone][0], 512
     return config

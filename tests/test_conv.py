@@ -12,7 +12,7 @@ import pytest
 from jsbir.nn import conv
 from jsbir.nn.backbones import get_backbone
 from jsbir.nn.conv import DepthwiseConv, PointwiseConv, depthwise_conv, pointwise_conv
-from jsbir.nn.efficientnet import EfficientNetLite0, block_specs
+from jsbir.nn.efficientnet import EfficientNetLite, block_specs
 
 
 def _assert_close(actual, expected, rtol=1e-5):
@@ -188,7 +188,7 @@ def test_conv_module_is_a_drop_in_for_nn_conv_and_falls_back_when_large(monkeypa
 
 def test_efficientnet_shapes_and_parameter_count():
     model = get_backbone("efficientnet_lite0")
-    assert isinstance(model, EfficientNetLite0) and model.channels == 1280
+    assert isinstance(model, EfficientNetLite) and model.variant == "lite0" and model.channels == 1280
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
     count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
     assert 4_650_000 <= count <= 4_700_000  # torch efficientnet-lite0: 4,652,008
@@ -204,12 +204,32 @@ def test_efficientnet_shapes_and_parameter_count():
     assert params["blocks_15"]["depthwise_conv"]["kernel"].shape == (3, 3, 1, 1152)
     assert params["classifier"]["kernel"].shape == (1280, 1000)
     assert variables["batch_stats"]["head_bn"]["var"].shape == (1280,)
-    no_top = EfficientNetLite0(classifier_classes=0)
+    no_top = EfficientNetLite(classifier_classes=0)
     assert "classifier" not in jax.eval_shape(no_top.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
 
 
+@pytest.mark.parametrize(
+    "variant, blocks, params, stride16_channels",
+    # torch efficientnet-lite1 / -lite2: 5,416,680 / 6,092,072 parameters
+    [("lite1", 21, 5_416_680, 112), ("lite2", 21, 6_092_072, 120)],
+)
+def test_larger_efficientnet_lite_variants(variant, blocks, params, stride16_channels):
+    model = get_backbone(f"efficientnet_{variant}")
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    assert len(block_specs(variant)) == blocks and f"blocks_{blocks - 1}" in variables["params"]
+    assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"])) == params
+    # Blocks 0-14 end the stride-16 stage: a 225-pixel crop gives 15 x 15, as Lite0's block 10.
+    trunk = get_backbone(f"efficientnet_{variant}", num_blocks=15)
+    out = jax.eval_shape(lambda: trunk.init_with_output(jax.random.key(0), jnp.zeros((1, 225, 225, 3)))[0])
+    assert out.shape == (1, 15, 15, stride16_channels) == (1, 15, 15, trunk.channels)
+    with pytest.raises(ValueError, match="num_blocks=22 must be 1 to 21"):
+        get_backbone(f"efficientnet_{variant}", num_blocks=22).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="variant 'lite9' is not one of"):
+        block_specs("lite9")
+
+
 def test_efficientnet_batchnorm_is_frozen():
-    model = EfficientNetLite0(classifier_classes=0)
+    model = EfficientNetLite(classifier_classes=0)
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
     # Random parameters and statistics far from the initial (0, 1), so that normalising with batch statistics

