@@ -41,7 +41,7 @@ from configs import common
 # lists what was tried: batch-normalised heads, knowledge preservation, more blocks trained did not help there,
 # mirror-image test views did (+0.004 val mAP).
 SKETCHY_MINI = {
-    **common.EFFICIENTNET_FINETUNE,
+    **common.efficientnet_finetune("efficientnet_lite0"),
     "model.embed_dim": 128,
     "loss.triplet_mining": "all",
     "eval.views": 2,

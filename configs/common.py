@@ -100,9 +100,6 @@ def efficientnet_finetune(backbone: str) -> dict[str, Any]:
     }
 
 
-EFFICIENTNET_FINETUNE = efficientnet_finetune("efficientnet_lite0")
-
-
 def base_config(method: str, arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The sections every method shares (data, model backbone, train, eval), from the common arguments."""
     config = ml_collections.ConfigDict()

