@@ -21,7 +21,9 @@ Keras ``.h5`` / ``.weights.h5`` file of ``keras.applications.VGG16`` / ``ResNet5
 
 ``preset=sketchy_mini`` is the recipe for fine-tuning the pretrained EfficientNet-Lite0 on a small set (about ten
 minutes of a 2-core CPU at ``size=128``, forty at ``size=224``, which validation prefers: 0.305 against 0.242 mAP
-over 3 seeds; ``benchmarks/seeds.py`` runs it over seeds); it needs ``backbone=efficientnet_lite0``::
+over 3 seeds; ``benchmarks/seeds.py`` runs it over seeds); it needs an ImageNet EfficientNet-Lite
+(``backbone=efficientnet_lite0``, or ``efficientnet_lite1`` / ``efficientnet_lite2``, whose last five blocks train
+alike)::
 
     python -m jsbir.main --config configs/bda.py:dataset=sketchy,split=eccv21,root=../shared/data/sketchy_mini,\
 backbone=efficientnet_lite0,size=224,preset=sketchy_mini --workdir runs/bda-sketchy-mini
@@ -36,12 +38,11 @@ import ml_collections
 
 from configs import common
 
-# preset=sketchy_mini: "section.field" -> value, applied after the arguments (see the module docstring).
-# Chosen on the validation classes (held-out seen classes), never on the unseen test classes; benchmarks/README.md
-# lists what was tried: batch-normalised heads, knowledge preservation, more blocks trained did not help there,
-# mirror-image test views did (+0.004 val mAP).
+# preset=sketchy_mini: "section.field" -> value, applied after the arguments on top of the backbone's
+# ``common.efficientnet_finetune`` (see the module docstring). Chosen on the validation classes (held-out seen
+# classes), never on the unseen test classes; benchmarks/README.md lists what was tried: batch-normalised heads,
+# knowledge preservation, more blocks trained did not help there, mirror-image test views did (+0.004 val mAP).
 SKETCHY_MINI = {
-    **common.efficientnet_finetune("efficientnet_lite0"),
     "model.embed_dim": 128,
     "loss.triplet_mining": "all",
     "eval.views": 2,
@@ -89,7 +90,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if arg.preset not in PRESETS:
         raise ValueError(f"config argument preset={arg.preset!r} is not one of {sorted(PRESETS)}")
-    if arg.preset and arg.backbone != "efficientnet_lite0":
-        raise ValueError(f"preset={arg.preset} is a recipe for backbone=efficientnet_lite0, got {arg.backbone!r}")
-    common.override(config, PRESETS[arg.preset])
+    if arg.preset and arg.backbone not in common.EFFICIENTNETS:
+        raise ValueError(
+            f"preset={arg.preset} is a recipe for an ImageNet EfficientNet-Lite ({', '.join(common.EFFICIENTNETS)}), "
+            f"got backbone={arg.backbone!r}"
+        )
+    if arg.preset:
+        common.override(config, {**common.efficientnet_finetune(arg.backbone), **PRESETS[arg.preset]})
     return common.finish(config, arg)

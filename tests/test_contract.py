@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 
 import jax
 import ml_collections
@@ -143,6 +144,26 @@ def test_unseen_class_vectors_reach_training_only_when_transductive(name):
     assert not _info(1).class_graph[4:].any() and not _info(1).class_graph[:, 4:].any()
     assert loss(1, "inductive") == loss(2, "inductive")
     assert loss(1, "transductive") != loss(2, "transductive")
+
+
+@pytest.mark.parametrize("name", ["bda", "crossatnet", "dssa"])
+def test_efficientnet_recipes_follow_the_variant(name):
+    # Lite0 has 16 blocks and Lite2 21: fine-tuning trains the last five of each (11-15, 16-20); DSSA freezes its
+    # whole trunk, which ends at the stride-16 stage (Lite0's block 10, Lite2's block 14).
+    module = importlib.import_module(f"configs.{name}")
+    preset = ",preset=sketchy_mini" if name == "bda" else ""
+    for backbone, last_frozen in (("efficientnet_lite0", 10), ("efficientnet_lite2", 15)):
+        config = module.get_config(f"backbone={backbone}{preset}")
+        assert config.model.pretrained == "imagenet"
+        frozen = [bool(re.search(config.train.freeze, f"sketch_net/blocks_{block}/kernel")) for block in range(21)]
+        if name == "dssa":  # the whole trunk
+            trunk = {"efficientnet_lite0": 11, "efficientnet_lite2": 15}[backbone]
+            assert config.model.backbone_args.num_blocks == trunk and all(frozen[:trunk])
+        else:
+            assert frozen == [block <= last_frozen for block in range(21)]
+    if name == "bda":
+        with pytest.raises(ValueError, match="preset=sketchy_mini is a recipe for an ImageNet EfficientNet-Lite"):
+            module.get_config("backbone=compact_cnn,preset=sketchy_mini")
 
 
 def test_bda_teacher_is_frozen_by_the_method_and_needs_a_classifier():
