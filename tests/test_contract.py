@@ -156,9 +156,10 @@ def test_efficientnet_recipes_follow_the_variant(name):
         config = module.get_config(f"backbone={backbone}{preset}")
         assert config.model.pretrained == "imagenet"
         frozen = [bool(re.search(config.train.freeze, f"sketch_net/blocks_{block}/kernel")) for block in range(21)]
-        if name == "dssa":  # the whole trunk
-            trunk = {"efficientnet_lite0": 11, "efficientnet_lite2": 15}[backbone]
+        if name == "dssa":  # the whole trunk, its map as it is over a 4 x 4 grid
+            trunk, channels = {"efficientnet_lite0": (11, 112), "efficientnet_lite2": (15, 120)}[backbone]
             assert config.model.backbone_args.num_blocks == trunk and all(frozen[:trunk])
+            assert not config.model.reduce_map and config.model.embed_dim == 16 * channels
         else:
             assert frozen == [block <= last_frozen for block in range(21)]
     if name == "bda":

@@ -12,7 +12,8 @@ import pytest
 from configs import dssa as dssa_config
 from jsbir.methods import dssa
 from jsbir.nn.attention import SpatialAttention
-from jsbir.nn.sketch_a_net import SketchANet
+from jsbir.nn.backbones import CompactCNN
+from jsbir.nn.sketch_a_net import GRAY_MEAN, SketchANet
 
 
 def _loss_config(kind: str, margin: float = 0.3, alpha: float = 0.0, beta: float = 0.0, negatives: str = "sampled"):
@@ -147,6 +148,26 @@ def test_grid_sum_by_hand():
     np.testing.assert_allclose(whole, np.array([78.0, 12.0]) / np.hypot(78.0, 12.0), rtol=1e-6)
     with pytest.raises(ValueError, match="fine_grid=4 needs a map of at least 4 x 4, got 3 x 4"):
         dssa.grid_sum(jnp.asarray(f), 4)
+
+
+def test_unreduced_map_is_the_backbone_map_over_the_grid():
+    # reduce_map=False, no attention: the embedding is the backbone's own map pooled over the grid, each cell
+    # L2-normalised, nothing trainable but the backbone (a 16-channel compact CNN over a 2 x 2 grid: 64-d).
+    args = {"width": 8, "stages": 1}
+    kwargs = {"backbone": "compact_cnn", "backbone_args": tuple(args.items()), "attention": False, "branches": "fine"}
+    model = dssa.Model(**kwargs, fine_grid=2, embed_dim=64, reduce_map=False)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 1), minval=-GRAY_MEAN, maxval=255.0 - GRAY_MEAN)
+    variables = model.init(jax.random.key(1), {"sketch": x})
+    assert sorted(variables["params"]) == ["holef", "shared_net"]
+
+    fmap = CompactCNN(**args).apply(
+        {"params": variables["params"]["shared_net"]}, jnp.repeat((x + GRAY_MEAN) / 127.5 - 1.0, 3, axis=-1)
+    )
+    cells = [fmap[:, i * 4 : i * 4 + 4, j * 4 : j * 4 + 4].sum((1, 2)) for i in range(2) for j in range(2)]
+    expected = np.concatenate([c / np.linalg.norm(c, axis=-1, keepdims=True) for c in map(np.asarray, cells)], -1) / 2
+    np.testing.assert_allclose(np.asarray(dssa.embed(model, variables, x, "sketch")), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"must be 4 cells of the map's channels \(compact_cnn's 16\)"):
+        dssa.Model(**kwargs, fine_grid=2, embed_dim=128, reduce_map=False).init(jax.random.key(1), {"sketch": x})
 
 
 @pytest.mark.parametrize(("branches", "grid", "dim"), [("coarse+fine", 1, 512), ("coarse", 1, 512), ("fine", 2, 1024)])

@@ -53,6 +53,9 @@ class Model(nn.Module):
       embed_dim: the embedding's size (and W's): the coarse branch gives all of it, or half when fused; the fine
         branch's share is ``fine_grid ** 2`` cells of the map's channels, so the map has share / fine_grid ** 2
         channels (Sketch-a-Net's conv5 has 256; an RGB backbone's map is brought to that width).
+      reduce_map: bring an RGB backbone's map to that width by a 1x1 convolution with ReLU; False uses the map as the
+        backbone gives it, whose channels must then be that width (EfficientNet-Lite2's block 14: 120 channels, so
+        1,920 dimensions over a 4 x 4 grid).
     """
 
     backbone: str = "sketch_a_net"
@@ -62,6 +65,7 @@ class Model(nn.Module):
     fine_grid: int = 1
     dropout: float = 0.0
     embed_dim: int = 512
+    reduce_map: bool = True
 
     @classmethod
     def from_config(cls, config: Any, info: Any) -> Model:
@@ -75,6 +79,7 @@ class Model(nn.Module):
             fine_grid=config.fine_grid,
             dropout=config.dropout,
             embed_dim=config.embed_dim,
+            reduce_map=config.get("reduce_map", True),  # older saved configs lack the key
         )
 
     def setup(self):
@@ -82,16 +87,15 @@ class Model(nn.Module):
             raise ValueError(f"config.model.branches={self.branches!r} is not one of {BRANCHES}")
         fine_dim = {"coarse+fine": self.embed_dim // 2, "coarse": 0, "fine": self.embed_dim}[self.branches]
         channels = fine_dim // self.fine_grid**2 if fine_dim else FINE_CHANNELS
-        if fine_dim and (
-            fine_dim % self.fine_grid**2 or (self.backbone == "sketch_a_net" and channels != FINE_CHANNELS)
-        ):
+        self.shared_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
+        fixed = self.backbone == "sketch_a_net" or not self.reduce_map
+        if fine_dim and (fine_dim % self.fine_grid**2 or (fixed and channels != self.shared_net.channels)):
             raise ValueError(
                 f"config.model.embed_dim={self.embed_dim} with branches={self.branches!r}, fine_grid={self.fine_grid}:"
                 f" the fine branch's {fine_dim} dimensions must be {self.fine_grid**2} cells of the map's channels"
-                + (" (Sketch-a-Net's 256)" if self.backbone == "sketch_a_net" else "")
+                + (f" ({self.backbone}'s {self.shared_net.channels})" if fixed else "")
             )
-        self.shared_net = backbones.get_backbone(self.backbone, **dict(self.backbone_args))
-        self.reduce = nn.Dense(channels) if self.backbone != "sketch_a_net" else None
+        self.reduce = None if fixed else nn.Dense(channels)
         self.spatial_attention = SpatialAttention() if self.attention else None
         if "coarse" in self.branches:
             self.fc6 = nn.Dense(512)
