@@ -12,7 +12,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jsbir.nn import conv, resnet, vgg
+from jsbir.nn import conv, efficientnet, resnet, vgg
 from jsbir.nn.efficientnet import EfficientNetLite
 from jsbir.nn.sketch_a_net import SketchANet
 
@@ -57,9 +57,7 @@ class CompactCNN(nn.Module):
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "compact_cnn": CompactCNN,
-    "efficientnet_lite0": functools.partial(EfficientNetLite, variant="lite0"),
-    "efficientnet_lite1": functools.partial(EfficientNetLite, variant="lite1"),
-    "efficientnet_lite2": functools.partial(EfficientNetLite, variant="lite2"),
+    **{f"efficientnet_{v}": functools.partial(EfficientNetLite, variant=v) for v in efficientnet.VARIANTS},
     "vgg16": vgg.VGG16,
     "resnet50": resnet.ResNet50,
     "sketch_a_net": SketchANet,

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jsbir.nn import backbones
+from jsbir.nn import backbones, efficientnet
 from jsbir.weights import keras_ports
 from jsbir.weights.efficientnet import load_efficientnet_lite
 from jsbir.weights.shapes import check_shapes, flat
@@ -57,9 +57,7 @@ def _keras_loader(name: str) -> Callable[..., dict[str, Any]]:
 
 # Backbone name -> loader(source, **backbone_args) -> {"params": ..., maybe "batch_stats": ...}.
 LOADERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "efficientnet_lite0": _efficientnet_loader("lite0"),
-    "efficientnet_lite1": _efficientnet_loader("lite1"),
-    "efficientnet_lite2": _efficientnet_loader("lite2"),
+    **{f"efficientnet_{v}": _efficientnet_loader(v) for v in efficientnet.VARIANTS},
     "vgg16": _keras_loader("vgg16"),
     "resnet50": _keras_loader("resnet50"),
 }
