@@ -1,6 +1,7 @@
 """Rewrites the README's results tables from the JSON files the quality benchmarks wrote to ``benchmarks/results/``.
 
-Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models), in
+Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models; a
+``rerank.py`` file's row says "+ diffusion"), in
 the zero-shot table (mAP) or, for a fine-grained method's file (acc@K and no mAP), in the fine-grained one;
 every ``ablation`` file gives one table (each variant's validation and test mAP and their change against the full
 model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
@@ -85,8 +86,9 @@ def seeds_table(results: list[dict], columns=ZERO_SHOT_COLUMNS) -> str:
         runs = len(r["seeds"])
         figures = [_pm(summary, key(summary), runs) for _, key in columns]
         figures[0] = f"**{figures[0]}**"
+        method = f"`{s['method']}`" + (" + diffusion" if s.get("rerank") else "")  # re-ranked: rerank.py
         lines.append(
-            f"| `{s['method']}` | {_where(s)} | {s['backbone']}, {s['steps']} | {' | '.join(figures)} | "
+            f"| {method} | {_where(s)} | {s['backbone']}, {s['steps']} | {' | '.join(figures)} | "
             f"{_pm(summary, _val_key(summary), runs)} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
             f"{len(r['seeds'])} |"
         )

@@ -109,6 +109,18 @@ def mean_and_std(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def seeds_result(settings: dict[str, Any], runs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A ``seeds`` result: the settings, each run's figures (with its ``seed``) and their mean and spread."""
+    return {
+        "benchmark": "seeds",
+        **extra,
+        "settings": settings,
+        "seeds": [r["seed"] for r in runs],
+        "summary": mean_and_std([{k: v for k, v in r.items() if k != "seed"} for r in runs]),
+        "runs": runs,
+    }
+
+
 def select_metric(config: Any) -> str:
     """The validation metric that chooses a run's checkpoint: the config's, else its method's protocol's."""
     from jsbir.eval.protocols import get_protocol

@@ -17,7 +17,7 @@ import argparse
 import os
 import tempfile
 
-from runs import describe, emit, headline, make_config, mean_and_std, train
+from runs import describe, emit, headline, make_config, seeds_result, train
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,16 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
             config.data.data_dir = args.data_dir
         report = train(config, os.path.join(root, f"seed{seed}"))
         runs.append({"seed": seed, **headline(report)})
-    result = {
-        "benchmark": "seeds",
-        "config": args.config,
-        "overrides": args.set,
-        "settings": describe(config),
-        "seeds": seeds,
-        "summary": mean_and_std([{k: v for k, v in r.items() if k != "seed"} for r in runs]),
-        "runs": runs,
-        "workdir": root,
-    }
+    result = seeds_result(describe(config), runs, config=args.config, overrides=args.set)
+    result["workdir"] = root
     emit(result, args.out)
     return result
 

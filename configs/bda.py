@@ -28,7 +28,10 @@ alike)::
     python -m jsbir.main --config configs/bda.py:dataset=sketchy,split=eccv21,root=../shared/data/sketchy_mini,\
 backbone=efficientnet_lite0,size=224,preset=sketchy_mini --workdir runs/bda-sketchy-mini
 
-It sets: ``SKETCHY_MINI`` below.
+It sets: ``SKETCHY_MINI`` below. Re-ranking by diffusion over the gallery photos' ImageNet-feature graph
+(``--config.eval.rerank=diffusion --config.eval.rerank_alpha=0.8``, chosen on the validation classes of three such
+runs) lifts their unseen-class mAP from 0.280 to 0.355; it is an evaluation option, off in the preset, so that the
+checkpoint is chosen by the plain validation figure (docs/metrics.md).
 
 The defaults' step count and head normalisation, and the preset, were chosen on the validation classes (seen
 classes held out from training), never on the unseen test classes; ``benchmarks/README.md`` lists what was tried.

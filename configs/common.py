@@ -210,6 +210,12 @@ def eval_config() -> ml_collections.ConfigDict:
     # every gallery photo ("all"; the same on one-class sets)
     ev.instance_gallery = "class"
     ev.views = 1  # test-time views whose scores are averaged (rgb: 2 adds the mirror images)
+    # Re-ranking of the float scores (jsbir/eval/rerank.py): "" none, "diffusion" over the gallery's mutual k-NN
+    # graph, whose photos are linked by the pretrained backbone's features ("imagenet") or the model's ("embedding")
+    ev.rerank = ""
+    ev.rerank_graph = "imagenet"
+    ev.rerank_k = 15
+    ev.rerank_alpha = 0.9
     ev.grid_queries = 8
     ev.grid_topk = 10
     ev.eval_untrained = True

@@ -51,6 +51,10 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     (tmp_path / "a.json").write_text(
         json.dumps({"benchmark": "seeds", "settings": settings, "summary": summary, "seeds": [0, 1, 2]})
     )
+    reranked = {**settings, "rerank": "diffusion, imagenet graph, k=20, alpha=0.9 (chosen on validation)"}
+    (tmp_path / "a1.json").write_text(
+        json.dumps({"benchmark": "seeds", "settings": reranked, "summary": summary, "seeds": [0, 1]})
+    )
     fine = {
         "acc@1": {"mean": 0.38, "std": 0.02},
         "acc@5": {"mean": 0.65, "std": 0.01},
@@ -98,6 +102,7 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     text = readme.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
     assert "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.390 ± 0.002 | 0.910 ± 0.020 |" in text
+    assert "| `bda` + diffusion | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** |" in text
     # A fine-grained method's seeds go to their own table, with acc@K.
     assert "| acc@1 | acc@5 | acc@10 | ITQ codes acc@1 | validation (val/acc@1) |" in text
     assert (

@@ -153,3 +153,84 @@ def test_non_finite_embeddings_are_refused(tmp_path):
     state = type("State", (), {"params": variables["params"], "model_state": {}, "step": jnp.int32(0)})()
     with pytest.raises(FloatingPointError, match=r"sketch embeddings hold NaN"):
         evaluator.run(state, str(tmp_path), tag="t")
+
+
+def _toy_method(score=None):
+    return api.Method(
+        name="toy",
+        Model=Toy,
+        loss_fn=None,
+        embed=_embed,
+        score=score,
+        evaluation=lambda config: api.EvalSpec(protocol="zero_shot", views=1),
+    )
+
+
+def test_diffusion_rerank_is_applied_to_the_float_scores(tmp_path):
+    model = Toy()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    data = _data()
+    config = _config()
+    config.eval.update(rerank="diffusion", rerank_graph="embedding", rerank_k=2, rerank_alpha=0.8)
+    evaluator = Evaluator(_toy_method(), model, data, config, sharding.make_mesh())
+    state = type("State", (), {"params": variables["params"], "model_state": {}, "step": jnp.int32(3)})()
+    report = evaluator.run(state, str(tmp_path), tag="t")
+
+    sets = get_protocol("zero_shot").sets(data)
+    q, g = (
+        np.asarray(_embed(model, variables, jnp.asarray(s.image / 127.5 - 1.0, jnp.float32), ""))
+        for s in (sets.queries, sets.gallery)
+    )
+    reranked = metrics.diffuse(q @ g.T, metrics.knn_graph(g, 2), alpha=0.8)
+    expected = get_protocol("zero_shot").metrics(reranked, sets, config.eval)
+    plain = get_protocol("zero_shot").metrics(q @ g.T, sets, config.eval)
+    assert expected["map@all[exact]"] != pytest.approx(plain["map@all[exact]"])  # the re-ranking changes the figure
+    for key, value in expected.items():
+        assert report["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    assert report["rerank"].startswith("diffusion over the gallery's mutual 2-NN graph of the model's own")
+    assert "re-ranked by diffusion" in report["representations"]["float"]["description"]
+
+
+def test_rerank_settings_are_checked():
+    model = Toy()
+    mesh = sharding.make_mesh()
+    for key, value, message in (
+        ("rerank", "bogus", r"config.eval.rerank='bogus' is not one of"),
+        ("rerank_graph", "clip", r"config.eval.rerank_graph='clip' is not one of"),
+        ("rerank_k", 0, r"config.eval.rerank_k must be at least 1"),
+        ("rerank_alpha", 1.0, r"config.eval.rerank_alpha must be in \[0, 1\)"),
+    ):
+        config = _config()
+        config.eval.rerank = "diffusion"
+        config.eval[key] = value
+        with pytest.raises(ValueError, match=message):
+            Evaluator(_toy_method(), model, _data(), config, mesh)
+    config = _config()
+    config.eval.update(rerank="diffusion", rerank_graph="embedding")
+    with pytest.raises(ValueError, match=r"toy ranks by a learned score"):
+        Evaluator(_toy_method(_score), model, _data(), config, mesh)
+    config.eval.rerank_graph = "imagenet"
+    config.model = ml_collections.ConfigDict({"backbone": "compact_cnn", "backbone_args": {}, "pretrained": ""})
+    with pytest.raises(ValueError, match=r"config.model.pretrained is empty"):
+        Evaluator(_toy_method(), model, _data(), config, mesh)
+
+
+def test_imagenet_graph_links_photos_by_the_pretrained_backbone():
+    from jsbir.eval.rerank import Diffusion
+    from jsbir.nn.efficientnet import EfficientNetLite
+    from jsbir.weights.efficientnet import efficientnet_weights_path, load_efficientnet_lite
+
+    config = _config()
+    config.eval.update(rerank="diffusion", rerank_graph="imagenet")
+    config.model = ml_collections.ConfigDict(
+        {"backbone": "efficientnet_lite0", "backbone_args": {}, "pretrained": "imagenet"}
+    )
+    rerank = Diffusion(config, sharding.make_mesh())
+    photos = _images(3, [0, 1, 2], np.arange(3), 5)
+    photos = Images(np.repeat(np.repeat(photos.image, 4, axis=1), 4, axis=2), photos.label, photos.instance_id)
+    variables = load_efficientnet_lite("lite0", efficientnet_weights_path("lite0"))
+    pooled = EfficientNetLite(variant="lite0").apply(variables, jnp.asarray(photos.image / 127.5 - 1.0, jnp.float32))
+    expected = np.asarray(pooled).mean(axis=(1, 2))
+    np.testing.assert_allclose(rerank.graph_features(photos, []), expected, rtol=1e-4, atol=1e-5)
+    vectors = Images(np.eye(3, dtype=np.float32), photos.label, photos.instance_id)  # pre-extracted features
+    np.testing.assert_array_equal(rerank.graph_features(vectors, []), np.eye(3))

@@ -115,6 +115,30 @@ def test_evaluate_and_index_commands(run, capsys):
     assert "already exists; choose another --out or pass --overwrite" in capsys.readouterr().err
 
 
+def test_rerank_benchmark_and_evaluate_with_overrides_of_the_runs_config(run, capsys):
+    tmp, report, _, _, _ = run
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import rerank
+
+    result = rerank.main(["--runs", str(tmp / "run"), "--k", "2,3", "--alpha", "0.5,0.9", "--graph", "embedding"])
+    search, row = result["rerank_search"], result["runs"][0]
+    k, alpha = search["chosen"]
+    assert search["grid"][f"k={k},alpha={alpha}"] == max(search["grid"].values())  # chosen on validation
+    assert search["plain"] == pytest.approx(report["selection"]["value"], abs=1e-6)
+    assert row["plain/map@all[exact]"] == pytest.approx(report["metrics"]["map@all[exact]"], abs=1e-6)
+    assert result["settings"]["rerank"].startswith(f"diffusion, embedding graph, k={k}, alpha={alpha}")
+    # The evaluate command re-ranks with the same settings given as overrides of the run's own config.
+    out = tmp / "reranked.json"
+    overrides = ["--config.eval.rerank=diffusion", "--config.eval.rerank_graph=embedding",
+                 f"--config.eval.rerank_k={k}", f"--config.eval.rerank_alpha={alpha}"]  # fmt: skip
+    assert cli.main("evaluate", ["--workdir", str(tmp / "run"), "--out", str(out), *overrides]) == 0
+    evaluated = json.loads(out.read_text())
+    assert evaluated["rerank"].startswith(f"diffusion over the gallery's mutual {k}-NN graph")
+    assert evaluated["metrics"]["map@all[exact]"] == pytest.approx(row["map@all[exact]"], abs=1e-6)
+    assert cli.main("evaluate", ["--workdir", str(tmp / "run"), "--config.eval.nothing=1"]) == 2
+    assert "nothing" in capsys.readouterr().err
+
+
 def test_refusals_name_the_cause(run, capsys, tmp_path):
     tmp, _, _, _, _ = run
     broken = tmp_path / "broken.png"

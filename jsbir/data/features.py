@@ -95,47 +95,53 @@ class Extractor:
 
 
 def make_extractor(config: Any, image_size: int) -> Extractor:
-    """The extractor of ``config.features`` for ``image_size``-pixel images.
+    """The extractor of ``config.features`` for ``image_size``-pixel images (see :func:`make_extractor_of`)."""
+    return make_extractor_of(config.features, config.seed, image_size)
 
-    ``config.features.pretrained`` is "imagenet", a weights file (see :mod:`jsbir.weights.pretrained`), or "" for
-    a random initialisation from ``config.seed`` (only useful for tests: such features know nothing).
-    ``config.features.input_size``, when not 0, resizes the images (bilinear) to that side before the backbone.
+
+def make_extractor_of(cfg: Any, seed: int, image_size: int) -> Extractor:
+    """The extractor a features section describes, for ``image_size``-pixel images.
+
+    ``cfg`` holds ``backbone``, ``backbone_args``, ``pretrained`` and ``input_size``. ``pretrained`` is "imagenet",
+    a weights file (see :mod:`jsbir.weights.pretrained`), or "" for a random initialisation from ``seed`` (only
+    useful for tests: such features know nothing). ``input_size``, when not 0, resizes the images (bilinear) to
+    that side before the backbone.
     """
-    cfg = config.features
-    args = dict(cfg.backbone_args)
-    module = backbones.get_backbone(cfg.backbone, **args)
-    if cfg.pretrained:
-        variables = pretrained.load_pretrained(cfg.backbone, cfg.pretrained, args)
-        description = cfg.pretrained
+    name, args, weights_source, input_size = (cfg[k] for k in ("backbone", "backbone_args", "pretrained", "input_size"))
+    args = dict(args)
+    module = backbones.get_backbone(name, **args)
+    if weights_source:
+        variables = pretrained.load_pretrained(name, weights_source, args)
+        description = weights_source
     else:
         dummy = jnp.zeros((1, image_size, image_size, 3))
-        variables = jax.device_get(module.init(jax.random.key(config.seed), dummy, train=False))
-        description = f"random initialisation, seed {config.seed}"
-        logging.warning("config.features.pretrained is empty: features of a randomly initialised %s", cfg.backbone)
+        variables = jax.device_get(module.init(jax.random.key(seed), dummy, train=False))
+        description = f"random initialisation, seed {seed}"
+        logging.warning("no pretrained weights named: features of a randomly initialised %s", name)
     leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
     names = [jax.tree_util.keystr(path) for path, _ in leaves]
     weights = _sha256_arrays([np.asarray(v) for _, v in leaves], extra="|".join(names))
     identity = json.dumps(
         {
-            "backbone": cfg.backbone,
+            "backbone": name,
             "args": sorted(args.items()),
             "weights_sha256": weights,
             "preprocessing": PREPROCESSING,
             "image_size": image_size,
-            "input_size": cfg.input_size,
+            "input_size": input_size,
             "version": EXTRACTOR_VERSION,
         },
         sort_keys=True,
     )
 
     def embed(v: Any, images: jax.Array) -> jax.Array:
-        if cfg.input_size and cfg.input_size != images.shape[1]:
-            shape = (images.shape[0], cfg.input_size, cfg.input_size, images.shape[3])
+        if input_size and input_size != images.shape[1]:
+            shape = (images.shape[0], input_size, input_size, images.shape[3])
             images = jax.image.resize(images, shape, "bilinear")
         return jnp.mean(module.apply(v, images, train=False), axis=(1, 2))
 
     key = hashlib.sha256(identity.encode()).hexdigest()
-    return Extractor(cfg.backbone, jax.jit(embed), variables, description, key)
+    return Extractor(name, jax.jit(embed), variables, description, key)
 
 
 def extract(extractor: Extractor, images: Images, batch_size: int, mesh: Any, desc: str = "features") -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Embeddings come from the method's jitted ``embed`` on batches sharded over the mesh, one pass per test-time view,
 gathered to the host and scored in plain numpy by ``jsbir.metrics``. Scores are the dot product of the embeddings
-(cosine, since methods L2-normalise) or the method's learned ``score``, averaged over views. Beside the float
+(cosine, since methods L2-normalise) or the method's learned ``score``, averaged over views, and re-ranked when
+``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). Beside the float
 embedding every report gives ITQ codes fitted on the gallery's embeddings and, for methods that learn them, the
 method's own codes, each ranked by Hamming distance, with the bytes each gallery item takes. Codes of both kinds
 come from the first (plain) view. Only process 0 writes ``report.json`` and the retrieval grid.
@@ -21,7 +22,7 @@ import numpy as np
 from jsbir import metrics, sharding
 from jsbir.data import pipeline
 from jsbir.data.types import Images, SbirData
-from jsbir.eval import grid, protocols, report
+from jsbir.eval import grid, protocols, report, rerank
 
 
 class Evaluator:
@@ -51,6 +52,13 @@ class Evaluator:
             {m: jax.jit(lambda v, x, m=m: method.codes(model, v, x, m)) for m in modalities} if self.spec.codes else {}
         )
         self._score = jax.jit(lambda v, q, g: method.score(model, v, q, g)) if method.score else None
+        # .get: the config of a run made before eval.rerank existed has no such field
+        self._rerank = rerank.Diffusion(config, mesh) if config.eval.get("rerank") else None
+        if self._rerank is not None and self._score is not None:
+            raise ValueError(
+                f"config.eval.rerank={config.eval.rerank!r} spreads cosine scores, but {config.method} ranks by a "
+                "learned score: set config.eval.rerank=''"
+            )
 
     def encode(self, variables: Any, images: Images, modality: str) -> tuple[list[np.ndarray], np.ndarray | None]:
         """Embeddings of ``images`` in order: one (N, D) float32 array per view, and the method's (N, bits) codes
@@ -84,6 +92,13 @@ class Evaluator:
             [np.asarray(self._score(variables, queries[i : i + step], gallery)) for i in range(0, len(queries), step)]
         ).astype(np.float32)
 
+    def view_scores(self, variables: Any, q_views: list[np.ndarray], g_views: list[np.ndarray]) -> np.ndarray:
+        """(Q, N) float32 scores of the float embeddings: :meth:`similarity` averaged over the views."""
+        scores = self.similarity(variables, q_views[0], g_views[0])
+        for q, g in zip(q_views[1:], g_views[1:], strict=True):
+            scores += self.similarity(variables, q, g)
+        return scores / len(q_views)
+
     def _hamming_metrics(self, prefix: str, q: np.ndarray, g: np.ndarray, bits: int) -> dict[str, float]:
         scores = metrics.hamming_scores(metrics.pack_codes(q), metrics.pack_codes(g), bits)
         values = self.protocol.metrics(scores, self.sets, self.config.eval)
@@ -109,13 +124,16 @@ class Evaluator:
         q_views, q_codes = self.encode(variables, sets.queries, "sketch")
         g_views, g_codes = self.encode(variables, sets.gallery, "photo")
         t1 = time.perf_counter()
-        scores = self.similarity(variables, q_views[0], g_views[0])
-        for q, g in zip(q_views[1:], g_views[1:], strict=True):
-            scores += self.similarity(variables, q, g)
-        scores /= len(q_views)
+        scores = self.view_scores(variables, q_views, g_views)
+        t_rerank = time.perf_counter()
+        if self._rerank is not None:
+            scores = self._rerank(scores, sets.gallery, g_views)
+        t_rerank = time.perf_counter() - t_rerank
         values = self.protocol.metrics(scores, sets, cfg.eval)
         dim = q_views[0].shape[1]
         scoring = "learned score" if self._score else "dot product"
+        if self._rerank is not None:
+            scoring += f", re-ranked by {self._rerank.describe()}"
         representations = {"float": {"description": f"{dim}-d float32, {scoring}", "bytes_per_item": 4 * dim}}
         bits = min(cfg.eval.hash_bits, dim)
         convention = cfg.eval.itq
@@ -147,6 +165,7 @@ class Evaluator:
             "validation_classes": [info.class_names[c] for c in info.validation],
             "skipped_files": list(info.skipped_files),
             "views": self.spec.views,
+            "rerank": self._rerank.describe() if self._rerank is not None else "none",
             "step": int(jax.device_get(state.step)),
             "embedding_dim": int(dim),
             "num_queries": len(sets.queries),
@@ -155,7 +174,7 @@ class Evaluator:
             "metrics": values,
             "metric_descriptions": metrics.METRIC_DESCRIPTIONS,
             "representations": representations,
-            "timings": {"embed_s": t1 - t0, "metrics_s": t2 - t1},
+            "timings": {"embed_s": t1 - t0, "rerank_s": t_rerank, "metrics_s": t2 - t1 - t_rerank},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(result.get(key), dict):

@@ -7,8 +7,9 @@
     python -m jsbir.main search --index INDEX (--sketch FILE... | --sketches DIR | --query-index DIR) [--k 10]
         [--backend faiss|jax|numpy|faiss_ivf] [--representation float|itq|hash] [--json FILE] [--grid FILE.png]
 
-The run's config is the one it wrote (``RUN/config.json``) unless ``--config configs/x.py[:args]`` (with
-``--config.section.field=value`` overrides) names one; a checkpoint of another model is refused. Errors are one line
+The run's config is the one it wrote (``RUN/config.json``) unless ``--config configs/x.py[:args]`` names one;
+``--config.section.field=value`` overrides either (``evaluate --workdir RUN --config.eval.rerank=diffusion``
+evaluates a run with re-ranking). A checkpoint of another model is refused. Errors are one line
 on stderr and exit status 2. ``docs/retrieval.md`` has the details.
 """
 
@@ -69,18 +70,31 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> Any:
-    """The config named by ``--config`` with its ``--config.x=y`` overrides, or None."""
+    """The config named by ``--config`` with its ``--config.x=y`` overrides; without ``--config``, the run's own
+    config (``--workdir``) with the overrides; None when neither is asked for."""
     unknown = [a for a in extra if not a.startswith("--config.")]
-    if unknown or (extra and getattr(args, "config", None) is None):
+    named, workdir = getattr(args, "config", None), getattr(args, "workdir", None)
+    if unknown or (extra and named is None and workdir is None):
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if getattr(args, "config", None) is None:
+    if named is None and not extra:
         return None
     from absl import flags
     from ml_collections import config_flags
 
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Method config file.", flag_values=values, lock_config=True)
-    values(["jsbir", f"--config={args.config}", *extra])
+    if named is None:  # overrides of the run's own config
+        from jsbir.retrieval.encoder import read_run_config
+
+        argv = ["jsbir", *extra]
+        run_config = read_run_config(workdir)
+        try:
+            config_flags.DEFINE_config_dict("config", run_config, flag_values=values, lock_config=True, sys_argv=argv)
+            values(argv)
+        except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{' '.join(extra)}: not a field of {workdir}'s config, or a bad value ({e})") from e
+    else:
+        config_flags.DEFINE_config_file("config", None, "Method config file.", flag_values=values, lock_config=True)
+        values(["jsbir", f"--config={named}", *extra])
     return values.config
 
 
