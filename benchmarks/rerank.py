@@ -23,6 +23,7 @@ import numpy as np
 from runs import describe, emit, seeds_result
 
 from jsbir import metrics
+from jsbir.data.types import SbirData
 from jsbir.eval.evaluator import Evaluator
 from jsbir.eval.rerank import Diffusion
 from jsbir.retrieval import encoder as encoder_lib
@@ -32,7 +33,7 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def embedded(run: encoder_lib.Encoder, data, split: str, graph: str) -> dict:
+def embedded(run: encoder_lib.Encoder, data: SbirData, split: str, graph: str) -> dict:
     """One split of a run: its evaluator, plain scores and graph features."""
     evaluator = Evaluator(run.evaluator.method, run.model, data, run.config, run.mesh, split)
     variables = {"params": run.state.params, **run.state.model_state}
