@@ -24,8 +24,8 @@ from runs import describe, emit, seeds_result
 
 from jsbir import metrics
 from jsbir.data.types import SbirData
+from jsbir.eval import rerank
 from jsbir.eval.evaluator import Evaluator
-from jsbir.eval.rerank import Diffusion
 from jsbir.retrieval import encoder as encoder_lib
 
 
@@ -33,20 +33,17 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def embedded(run: encoder_lib.Encoder, data: SbirData, split: str, graph: str) -> dict:
-    """One split of a run: its evaluator, plain scores and graph features."""
+def embedded(run: encoder_lib.Encoder, data: SbirData, split: str, graph: str, ks: list[int]) -> dict:
+    """One split of a run: its evaluator, plain scores and the gallery's graph for each k of ``ks``."""
     evaluator = Evaluator(run.evaluator.method, run.model, data, run.config, run.mesh, split)
     variables = {"params": run.state.params, **run.state.model_state}
     q_views, _ = evaluator.encode(variables, evaluator.sets.queries, "sketch")
     g_views, _ = evaluator.encode(variables, evaluator.sets.gallery, "photo")
-    config = run.config.copy_and_resolve_references()
-    with config.unlocked():
-        config.eval.update(rerank="diffusion", rerank_graph=graph, rerank_k=1, rerank_alpha=0.0)  # k, alpha: below
-    features = Diffusion(config, run.mesh).graph_features(evaluator.sets.gallery, g_views)
+    features = rerank.graph_features(run.config, run.mesh, graph, evaluator.sets.gallery, g_views)
     return {
         "evaluator": evaluator,
         "scores": evaluator.view_scores(variables, q_views, g_views),
-        "features": features,
+        "graphs": {k: metrics.knn_graph(features, k) for k in ks},
     }
 
 
@@ -54,7 +51,7 @@ def figures(part: dict, k: int | None, alpha: float, keys: tuple[str, ...] | Non
     """The protocol's metrics of a split's scores, re-ranked by (k, alpha) unless k is None."""
     evaluator, scores = part["evaluator"], part["scores"]
     if k is not None:
-        scores = metrics.diffuse(scores, metrics.knn_graph(part["features"], k), alpha)
+        scores = metrics.diffuse(scores, part["graphs"][k], alpha)
     values = evaluator.protocol.metrics(scores, evaluator.sets, evaluator.config.eval)
     return {key: v for key, v in values.items() if keys is None or key in keys}
 
@@ -74,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
         run = encoder_lib.load_run(folder)
         loaded.append(run)
         data = encoder_lib.prepared_data(run.data, run.config, run.mesh)
-        parts.append({split: embedded(run, data, split, args.graph) for split in ("validation", "test")})
+        ks = sorted({k for k, _ in grid})
+        parts.append({split: embedded(run, data, split, args.graph, ks) for split in ("validation", "test")})
     metric = parts[0]["validation"]["evaluator"].protocol.select_metric
     search = {}
     for k, alpha in grid:

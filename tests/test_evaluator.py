@@ -216,21 +216,20 @@ def test_rerank_settings_are_checked():
 
 
 def test_imagenet_graph_links_photos_by_the_pretrained_backbone():
-    from jsbir.eval.rerank import Diffusion
+    from jsbir.eval.rerank import graph_features
     from jsbir.nn.efficientnet import EfficientNetLite
     from jsbir.weights.efficientnet import efficientnet_weights_path, load_efficientnet_lite
 
     config = _config()
-    config.eval.update(rerank="diffusion", rerank_graph="imagenet")
     config.model = ml_collections.ConfigDict(
         {"backbone": "efficientnet_lite0", "backbone_args": {}, "pretrained": "imagenet"}
     )
-    rerank = Diffusion(config, sharding.make_mesh())
+    mesh = sharding.make_mesh()
     photos = _images(3, [0, 1, 2], np.arange(3), 5)
     photos = Images(np.repeat(np.repeat(photos.image, 4, axis=1), 4, axis=2), photos.label, photos.instance_id)
     variables = load_efficientnet_lite("lite0", efficientnet_weights_path("lite0"))
     pooled = EfficientNetLite(variant="lite0").apply(variables, jnp.asarray(photos.image / 127.5 - 1.0, jnp.float32))
     expected = np.asarray(pooled).mean(axis=(1, 2))
-    np.testing.assert_allclose(rerank.graph_features(photos, []), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(graph_features(config, mesh, "imagenet", photos, []), expected, rtol=1e-4, atol=1e-5)
     vectors = Images(np.eye(3, dtype=np.float32), photos.label, photos.instance_id)  # pre-extracted features
-    np.testing.assert_array_equal(rerank.graph_features(vectors, []), np.eye(3))
+    np.testing.assert_array_equal(graph_features(config, mesh, "imagenet", vectors, []), np.eye(3))

@@ -64,6 +64,22 @@ def _pretrained_backbone(config: Any) -> dict[str, Any]:
     }
 
 
+def graph_features(config: Any, mesh: Any, kind: str, gallery: Images, embeddings: list[np.ndarray]) -> np.ndarray:
+    """(N, D) features a ``kind`` graph (``GRAPHS``) links the gallery by; ``embeddings``: the model's gallery
+    embedding of each view.
+
+    Raises:
+      ValueError: the ImageNet graph of a model with no pretrained weights.
+    """
+    if kind == "embedding":
+        return np.concatenate(embeddings, axis=1)
+    backbone = _pretrained_backbone(config)
+    if gallery.image.ndim == 2:  # a dataset of pre-extracted backbone features: link the photos by those
+        return np.asarray(gallery.image, np.float32)
+    extractor = features.make_extractor_of(backbone, config.seed, int(gallery.image.shape[1]))
+    return features.extract(extractor, gallery, config.eval.batch_size, mesh, desc="rerank graph")
+
+
 class Diffusion:
     """The ``eval.rerank="diffusion"`` re-ranker of one run's evaluations.
 
@@ -83,23 +99,14 @@ class Diffusion:
         self.config, self.mesh = config, mesh
         cfg = config.eval
         self.k, self.alpha, self.graph_kind = int(cfg.rerank_k), float(cfg.rerank_alpha), cfg.rerank_graph
-        self.backbone = _pretrained_backbone(config) if self.graph_kind == "imagenet" else None
+        self.backbone = _pretrained_backbone(config)["backbone"] if self.graph_kind == "imagenet" else ""  # checked now
         self._imagenet_graph: metrics.Graph | None = None
-
-    def graph_features(self, gallery: Images, embeddings: list[np.ndarray]) -> np.ndarray:
-        """(N, D) features the graph links the gallery by (``embeddings``: the gallery's embedding of each view)."""
-        if self.graph_kind == "embedding":
-            return np.concatenate(embeddings, axis=1)
-        if gallery.image.ndim == 2:  # a dataset of pre-extracted backbone features: link the photos by those
-            return np.asarray(gallery.image, np.float32)
-        extractor = features.make_extractor_of(self.backbone, self.config.seed, int(gallery.image.shape[1]))
-        return features.extract(extractor, gallery, self.config.eval.batch_size, self.mesh, desc="rerank graph")
 
     def graph(self, gallery: Images, embeddings: list[np.ndarray]) -> metrics.Graph:
         """The gallery's neighbour graph (``embeddings``: the gallery's embedding of each view)."""
         if self._imagenet_graph is not None:
             return self._imagenet_graph
-        graph = metrics.knn_graph(self.graph_features(gallery, embeddings), self.k)
+        graph = metrics.knn_graph(graph_features(self.config, self.mesh, self.graph_kind, gallery, embeddings), self.k)
         if self.graph_kind == "imagenet":
             self._imagenet_graph = graph
         return graph
@@ -111,7 +118,7 @@ class Diffusion:
     def describe(self) -> str:
         """One line for the report."""
         if self.graph_kind == "imagenet":
-            graph = f"the pretrained {self.backbone['backbone']}'s pooled features of the gallery"
+            graph = f"the pretrained {self.backbone}'s pooled features of the gallery"
         else:
             graph = "the model's own gallery embeddings"
         return f"diffusion over the gallery's mutual {self.k}-NN graph of {graph}, alpha {self.alpha}"
