@@ -1,10 +1,12 @@
 """Rewrites the README's results tables from the JSON files the quality benchmarks wrote to ``benchmarks/results/``.
 
 Every ``seeds`` file gives one row (mean +- standard deviation over its seeds of the validation-chosen models; a
-``rerank.py`` file's row says "+ diffusion"), in
+``rerank.py`` file's row says "+ diffusion"; the frozen pretrained features' figure beside it, from its runs' own
+reports or from the ``frozen.py`` file of the same config), in
 the zero-shot table (mAP) or, for a fine-grained method's file (acc@K and no mAP), in the fine-grained one;
 every ``ablation`` file gives one table (each variant's validation and test mAP and their change against the full
-model). The tables replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
+model); the ``few_class`` files give one table (frozen, learned and reported figures over class subsets). The tables
+replace what stands between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
 README, and each method's ablation tables also replace what stands between ``<!-- ablation:start -->`` and
 ``<!-- ablation:end -->`` in ``docs/methods/<method>.md``. The ``train_throughput`` and ``host_memory`` files give
 the tables between ``<!-- scale:start -->`` and ``<!-- scale:end -->``::
@@ -30,7 +32,7 @@ def _pm(summary: dict, key: str, runs: int, digits: int = 3) -> str:
     if key not in summary:
         return "-"
     value = summary[key]
-    if runs == 1:  # no spread to give
+    if runs == 1 or "std" not in value:  # no spread to give (one run, or a figure that does not vary: frozen.py's)
         return f"{value['mean']:.{digits}f}"
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
@@ -60,12 +62,14 @@ def _code_key(summary: dict, prefix: str, metric: str) -> str:
 # Each table's figure columns: (header, the summary key of a result's summary); the first is the headline, in bold.
 ZERO_SHOT_COLUMNS = (
     ("mAP@all", lambda summary: "map@all[exact]"),
+    ("frozen features mAP@all", lambda summary: "frozen/map@all[exact]"),
     ("Prec@100", lambda summary: "prec@100[k]"),
     ("ITQ codes mAP@all", lambda summary: _code_key(summary, "itq", "map@all[exact]")),
     ("learned codes mAP@all", lambda summary: _code_key(summary, "hash", "map@all[exact]")),
 )
 FINE_GRAINED_COLUMNS = (
     ("acc@1", lambda summary: "acc@1"),
+    ("frozen features acc@1", lambda summary: "frozen/acc@1"),
     ("acc@5", lambda summary: "acc@5"),
     ("acc@10", lambda summary: "acc@10"),
     ("ITQ codes acc@1", lambda summary: _code_key(summary, "itq", "acc@1")),
@@ -87,6 +91,8 @@ def seeds_table(results: list[dict], columns=ZERO_SHOT_COLUMNS) -> str:
         figures = [_pm(summary, key(summary), runs) for _, key in columns]
         figures[0] = f"**{figures[0]}**"
         method = f"`{s['method']}`" + (" + diffusion" if s.get("rerank") else "")  # re-ranked: rerank.py
+        if summary.get("fusion_weight", {}).get("max", 0) > 0:
+            method += " + frozen fusion"  # ranked by the learned score fused with the frozen features
         lines.append(
             f"| {method} | {_where(s)} | {s['backbone']}, {s['steps']} | {' | '.join(figures)} | "
             f"{_pm(summary, _val_key(summary), runs)} | {summary['train_s']['mean']:.0f}{_busy(summary)} | "
@@ -169,14 +175,48 @@ def _load(folder: str) -> list[dict]:
     return [json.load(open(path)) for path in sorted(glob.glob(os.path.join(folder, "*.json")))]
 
 
+def with_frozen(seeds: list[dict], loaded: list[dict]) -> list[dict]:
+    """``seeds`` results, each given the frozen baseline's test figures (``frozen/`` keys, no spread) of the
+    ``frozen.py`` result made with the same config argument, where its own runs did not report them."""
+    baselines = {r["config"]: r["test"] for r in loaded if r.get("benchmark") == "frozen"}
+    out = []
+    for r in seeds:
+        found = baselines.get(r.get("config"), {})
+        extra = {f"frozen/{k}": {"mean": v} for k, v in found.items() if f"frozen/{k}" not in r["summary"]}
+        out.append({**r, "summary": {**r["summary"], **extra}})
+    return out
+
+
+def few_class_table(results: list[dict]) -> str:
+    """One row per ``few_class.py`` result: frozen, learned and reported figures over the class subsets."""
+    lines = [
+        "| method | data, classes (unseen) | backbone, steps | frozen features | learned alone | reported "
+        "| reported - frozen: mean (worst) | fusion weights | subsets |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s, summary, runs = r["settings"], r["summary"], r["runs"]
+        cells = [_pm(summary, key, len(runs)) for key in ("frozen", "learned", "reported")]
+        margin = r["reported_minus_frozen"]
+        weights = ", ".join(f"{run['fusion_weight']:g}" for run in runs)
+        data = f"{os.path.basename(s['root'].rstrip('/')) or s['dataset']}, {s['classes']} ({s['split']})"
+        lines.append(
+            f"| `{s['method']}` | {data}, {s['image_size']} px | {s['backbone']}, {s['steps']} | {cells[0]} | "
+            f"{cells[1]} | **{cells[2]}** | {margin['mean']:+.3f} ({margin['min']:+.3f}) | {weights} | {len(runs)} |"
+        )
+    return "\n".join(lines)
+
+
 def tables(folder: str) -> str:
     """Every table the result files in ``folder`` make, seeds first."""
     loaded = _load(folder)
-    seeds = [r for r in loaded if r.get("benchmark") == "seeds"]
+    seeds = with_frozen([r for r in loaded if r.get("benchmark") == "seeds"], loaded)
     fine = [r for r in seeds if "map@all[exact]" not in r["summary"]]  # acc@K alone: a fine-grained method
     zero_shot = [r for r in seeds if r not in fine]
     parts = [seeds_table(zero_shot)] if zero_shot else []
     parts += [seeds_table(fine, FINE_GRAINED_COLUMNS)] if fine else []
+    few = [r for r in loaded if r.get("benchmark") == "few_class"]
+    parts += [few_class_table(few)] if few else []
     parts += [ablation_table(r) for r in loaded if r.get("benchmark") == "ablation"]
     return "\n\n".join(parts)
 

@@ -69,6 +69,8 @@ def headline(report: dict[str, Any]) -> dict[str, float]:
     if selection.get("value") is not None:
         out[selection["metric"]] = selection["value"]
     out["selected_step"] = report["step"]
+    if "fusion" in report:  # the frozen features' share of the ranking score, chosen on validation
+        out["fusion_weight"] = report["fusion"]["weight"]
     out["train_s"] = report["timings"]["train_s"]
     if "features_s" in report["timings"]:  # a method that trains on features: their extraction or cache read
         out["features_s"] = report["timings"]["features_s"]
@@ -137,6 +139,7 @@ def describe(config: Any) -> dict[str, Any]:
         "method": config.method,
         "dataset": config.data.name,
         "split": config.data.split,
+        "classes": config.data.get("classes", ""),
         "root": config.data.root,
         "image_size": config.data.image_size,
         "backbone": backbone.backbone,
@@ -148,6 +151,7 @@ def describe(config: Any) -> dict[str, Any]:
         "val_fraction": config.data.val_fraction,
         "select_metric": f"val/{select_metric(config)}",
         "semantics": config.data.semantics_setting,
+        "fuse_frozen": config.eval.get("fuse_frozen", "off"),
     }
 
 

@@ -9,7 +9,8 @@ can also be set with ``--config.train.lr=3e-4`` style flags; an unknown field is
 
 Real data: ``dataset=`` sketchy, folder, tuberlin, quickdraw, quickdraw_raw, qmul_v1 or qmul_v2 with
 ``root=/path/to/dataset`` (its unpacked folder; nothing is downloaded), ``split=`` the unseen classes (eccv21,
-sake25, sake30, doodle2search30, random<N>_seed<S> or a class-list file; ``default`` is the dataset's usual one) and
+sake25, sake30, doodle2search30, random<N>_seed<S> or a class-list file; ``default`` is the dataset's usual one),
+``classes=`` a class subset kept before the split (random<N>_seed<S> or a class-list file; empty: every class) and
 ``semantics=glove`` (or word2vec with ``--config.data.semantics_file=...``)::
 
     python -m jsbir.main --config configs/bda.py:dataset=sketchy,split=eccv21,root=/data/Sketchy --workdir runs/bda

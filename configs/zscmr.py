@@ -4,7 +4,7 @@ r"""ZSCMR, the simplified zero-shot framework: a multi-stream encoder-decoder ov
     python -m jsbir.main --config configs/zscmr.py:runlocal --workdir runs/zscmr-quick
 
 Arguments after the colon, as for every method: ``runlocal``, ``dataset=synthetic``, ``size=64``, ``steps=N``,
-``split=default``, ``root=``, ``semantics=glove``; ``backbone=`` names the feature extractor (default
+``split=default``, ``classes=``, ``root=``, ``semantics=glove``; ``backbone=`` names the feature extractor (default
 ``efficientnet_lite0``, ImageNet weights from its installed package; ``vgg16`` / ``resnet50`` with
 ``--config.features.pretrained=/path/to/keras_weights.h5``). Features are extracted once and cached under
 ``config.features.cache_dir`` (default: ``jsbir_features`` in the tensorflow-datasets folder), keyed by the

@@ -3,7 +3,8 @@ and keep the best checkpoint by a named metric beside the latest ones.
 
 The best checkpoint lives in ``workdir/best`` (one kept); its JSON description records the metric and its value,
 so a resumed run keeps choosing against the same best. The final report evaluates that checkpoint on the test
-classes and says which step it was. Nothing here reads the test split.
+classes and says which step it was, with the frozen baseline's fusion weight chosen with it
+(``jsbir.eval.frozen``). Nothing here reads the test split.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ class Selector:
     def __init__(self, evaluator: Evaluator, workdir: str, identity: dict, model_config: dict, metric: str):
         self.evaluator, self.metric = evaluator, metric
         self.best = checkpoint.Checkpointer(workdir, identity, model_config, keep=1, subdir=BEST_SUBDIR)
-        self.value = -math.inf
+        self.value, self.fusion_weight = -math.inf, 0.0
         step = self.best.latest_step()
         if step is not None:
             meta = self.best.meta(step)
             if meta.get("metric") == f"val/{metric}":
                 self.value = float(meta["value"])
+                self.fusion_weight = float(meta.get("fusion_weight", 0.0))
             else:  # a resumed run that selects by another metric starts its choice afresh
                 logging.warning("best checkpoint %d was chosen by %s, not val/%s: choosing afresh", step,
                                 meta.get("metric"), metric)  # fmt: skip
@@ -53,11 +55,15 @@ class Selector:
         values = report["metrics"]
         if self.metric not in values:
             raise KeyError(f"config.train.select_metric={self.metric!r} is not a validation metric: {sorted(values)}")
-        writer.write_scalars(report["step"], {f"val/{k}": v for k, v in values.items()})
+        weight = report.get("fusion", {}).get("weight", 0.0)
+        writer.write_scalars(
+            report["step"], {**{f"val/{k}": v for k, v in values.items()}, "val/fusion_weight": weight}
+        )
         if values[self.metric] > self.value:
-            self.value = values[self.metric]
-            self.best.save(state, {"metric": f"val/{self.metric}", "value": self.value})
-            logging.info("New best val/%s = %.4f at step %d", self.metric, self.value, report["step"])
+            self.value, self.fusion_weight = values[self.metric], weight
+            self.best.save(state, {"metric": f"val/{self.metric}", "value": self.value, "fusion_weight": weight})
+            logging.info("New best val/%s = %.4f at step %d (fusion weight %g)", self.metric, self.value,
+                         report["step"], weight)  # fmt: skip
         return values
 
     def chosen(self, state: Any, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
@@ -70,6 +76,7 @@ class Selector:
             "metric": f"val/{self.metric}",
             "value": self.value,
             "step": step,
+            "fusion_weight": self.fusion_weight,
         }
 
     def close(self) -> None:

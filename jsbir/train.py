@@ -388,7 +388,8 @@ def train_and_evaluate(
     else:
         extra["selection"] = {"metric": None, "step": total, "note": "no validation split: the last step"}
     timings["until_final_eval_s"] = time.perf_counter() - run_start  # the final evaluation adds embed_s, metrics_s
-    report = evaluator.run(state, workdir, tag="final", writer=writer, extra=extra)
+    weight = extra["selection"].get("fusion_weight")
+    report = evaluator.run(state, workdir, tag="final", writer=writer, extra=extra, fusion_weight=weight)
     writer.flush()
     ckpt.close()
     return report

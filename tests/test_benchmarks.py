@@ -49,7 +49,22 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
         "train_s": {"mean": 200.0, "std": 5.0},
     }
     (tmp_path / "a.json").write_text(
-        json.dumps({"benchmark": "seeds", "settings": settings, "summary": summary, "seeds": [0, 1, 2]})
+        json.dumps(
+            {"benchmark": "seeds", "config": "bda", "settings": settings, "summary": summary, "seeds": [0, 1, 2]}
+        )
+    )
+    # frozen.py's figure of the same config fills the frozen column of the runs that did not report it
+    frozen = {"benchmark": "frozen", "config": "bda", "settings": settings, "test": {"map@all[exact]": 0.1234}}
+    (tmp_path / "a0.json").write_text(json.dumps(frozen))
+    few_runs = [{"fusion_weight": w} for w in (0.5, 0.0)]
+    few_summary = {k: {"mean": m, "std": 0.01} for k, m in (("frozen", 0.3), ("learned", 0.25), ("reported", 0.33))}
+    few = {"benchmark": "few_class", "settings": {**settings, "dataset": "sketchy", "root": "/d/sketchy_mini",
+           "classes": "random26_seed<S>", "split": "random7_seed<S>"}, "summary": few_summary, "runs": few_runs,
+           "reported_minus_frozen": {"mean": 0.03, "min": -0.004}}  # fmt: skip
+    (tmp_path / "a3.json").write_text(json.dumps(few))
+    fused = {**summary, "fusion_weight": {"mean": 0.3, "std": 0.1, "min": 0.0, "max": 0.5}}
+    (tmp_path / "a4.json").write_text(
+        json.dumps({"benchmark": "seeds", "settings": settings, "summary": fused, "seeds": [0, 1, 2]})
     )
     reranked = {**settings, "rerank": "diffusion, imagenet graph, k=20, alpha=0.9 (chosen on validation)"}
     (tmp_path / "a1.json").write_text(
@@ -101,13 +116,19 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     assert "| no adv | 0.450 | -0.050 | 0.820 | +0.020 |" in page.read_text()
     text = readme.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
-    assert "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.390 ± 0.002 | 0.910 ± 0.020 |" in text
-    assert "| `bda` + diffusion | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** |" in text
-    # A fine-grained method's seeds go to their own table, with acc@K.
-    assert "| acc@1 | acc@5 | acc@10 | ITQ codes acc@1 | validation (val/acc@1) |" in text
+    row = "| `bda` | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | 0.123 | 0.390 ± 0.002 | 0.910 ± 0.020 |"
+    assert row in text
+    assert "| `bda` + diffusion | synthetic, 64 px | compact_cnn, 500 | **0.900 ± 0.010** | - |" in text
+    assert "| `bda` + frozen fusion | synthetic, 64 px |" in text  # validation fused the frozen features in
     assert (
-        "| `dssa` | qmul_shoes_v1 (default), 256 px | efficientnet_lite0, 100 | **0.380 ± 0.020** | 0.650 ± 0.010 | "
-        "0.800 ± 0.010 | 0.250 ± 0.000 | 0.380 ± 0.010 | 800 | 3 |"  # three seeds that agree keep their spread
+        "| `bda` | sketchy_mini, random26_seed<S> (random7_seed<S>), 64 px | compact_cnn, 500 | 0.300 ± 0.010 | "
+        "0.250 ± 0.010 | **0.330 ± 0.010** | +0.030 (-0.004) | 0.5, 0 | 2 |"
+    ) in text
+    # A fine-grained method's seeds go to their own table, with acc@K.
+    assert "| acc@1 | frozen features acc@1 | acc@5 | acc@10 | ITQ codes acc@1 | validation (val/acc@1) |" in text
+    assert (
+        "| `dssa` | qmul_shoes_v1 (default), 256 px | efficientnet_lite0, 100 | **0.380 ± 0.020** | - | "
+        "0.650 ± 0.010 | 0.800 ± 0.010 | 0.250 ± 0.000 | 0.380 ± 0.010 | 800 | 3 |"  # seeds that agree: spread kept
     ) in text
     assert "dssa" not in text.split("| acc@1 |")[0]  # not a row of the zero-shot table
     assert "| no adv | 0.450 | -0.050 | 0.820 | +0.020 |" in text

@@ -73,6 +73,33 @@ def test_total_loss_is_the_weighted_sum_of_its_terms(setup):
     assert all(float(m[names.get(t, f"loss_{t}")]) > 0 for t in terms)
 
 
+@pytest.mark.parametrize("hash_photo", ["self", "guided"])
+def test_code_triplet_uses_the_configured_photo_branch(setup, hash_photo):
+    config, model, variables, batch = setup
+    loss_config = config.loss.copy_and_resolve_references()
+    with loss_config.unlocked():
+        loss_config.hash_photo = hash_photo
+    _, (_, m) = crossatnet.loss_fn(
+        model, variables["params"], {}, batch, jax.random.key(0), jnp.float32(0.5), loss_config
+    )
+    _, out = model.apply(variables, batch, train=True, mutable=["batch_stats"])[0]
+    beta = np.sqrt(10.0)  # the slope halfway through training
+    photo = out["codes"]["photo_self" if hash_photo == "self" else "photo"]
+    expected = losses.cross_modal_triplet_loss(
+        losses.l2_normalise(jnp.tanh(beta * out["codes"]["sketch"])),
+        losses.l2_normalise(jnp.tanh(beta * photo)),
+        batch["label"],
+        loss_config.margin,
+        metric="cosine",
+        mining=loss_config.triplet_mining,
+    )
+    np.testing.assert_allclose(float(m["loss_hash_tri"]), float(expected), rtol=1e-5)
+    with loss_config.unlocked():
+        loss_config.hash_photo = "both"
+    with pytest.raises(ValueError, match=r"config.loss.hash_photo='both' is not one of \['guided', 'self'\]"):
+        crossatnet.loss_fn(model, variables["params"], {}, batch, jax.random.key(0), jnp.float32(0.5), loss_config)
+
+
 def test_attention_term_is_the_kl_from_the_guided_map():
     target = jnp.array([[[0.5, 0.5]]])
     predicted = jnp.array([[[0.25, 0.75]]])

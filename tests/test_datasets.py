@@ -413,15 +413,37 @@ def test_qmul_v1_mismatched_counts(tmp_path):
 # --------------------------------------------------------------------------------------------- shared data
 
 
-@pytest.mark.skipif(not (SHARED / "sketchy_mini").is_dir(), reason=f"{SHARED}/sketchy_mini is absent (no shared data)")
-def test_sketchy_mini_eccv21(tmp_path):
-    data = get_dataset(_config(tmp_path, "sketchy", SHARED / "sketchy_mini", split="eccv21"))
+@pytest.fixture(scope="module")
+def sketchy_mini_tfds(tmp_path_factory):
+    """One preparation of Sketchy-mini for the tests that divide it."""
+    if not (SHARED / "sketchy_mini").is_dir():
+        pytest.skip(f"{SHARED}/sketchy_mini is absent (no shared data)")
+    return tmp_path_factory.mktemp("sketchy_mini")
+
+
+def test_sketchy_mini_eccv21(sketchy_mini_tfds):
+    data = get_dataset(_config(sketchy_mini_tfds, "sketchy", SHARED / "sketchy_mini", split="eccv21"))
     info = data.info
     assert info.num_classes == 125 and len(info.unseen) == 21 and info.split == "eccv21"
     assert info.semantics.shape == (125, 50)
     queries, gallery = _evaluation_sets(data)
     assert len(queries) == 525 and len(gallery) == 525
     assert {info.class_names[i] for i in info.unseen} >= {"bat", "cabin", "windmill"}
+
+
+def test_sketchy_mini_few_class_subset(sketchy_mini_tfds):
+    config = _config(sketchy_mini_tfds, "sketchy", SHARED / "sketchy_mini", classes="random26_seed0")
+    config.update(split="random7_seed0", val_fraction=0.2)
+    data = get_dataset(config)
+    info = data.info
+    assert info.num_classes == 26 and len(info.unseen) == 7 and len(info.seen) + len(info.validation) == 19
+    folders = sorted(p.name for p in (SHARED / "sketchy_mini" / "photo").iterdir())
+    chosen = np.random.default_rng(0).choice(125, size=26, replace=False)  # drawn from the sorted class names
+    assert info.class_names == tuple(folders[i] for i in sorted(chosen))
+    assert len(info.validation) == 4 and len(set(data.train_sketches.label)) == 15  # 20% of 19 held out, 15 train
+    assert info.semantics.shape == (26, 50)
+    queries, gallery = _evaluation_sets(data)
+    assert len(queries) == len(gallery) == 7 * 25 and set(queries.label) == set(info.unseen)
 
 
 @pytest.mark.skipif(not (SHARED / "sketchy_mini").is_dir(), reason=f"{SHARED}/sketchy_mini is absent (no shared data)")

@@ -71,7 +71,8 @@ class _ScriptedEvaluator:
         self.script = iter(script)
 
     def run(self, state, workdir, tag, write):
-        return {"step": int(state.step), "metrics": next(self.script)}
+        metrics = dict(next(self.script))
+        return {"step": int(state.step), "metrics": metrics, "fusion": {"weight": metrics.pop("weight", 0.0)}}
 
 
 class _Writer:
@@ -84,11 +85,11 @@ class _Writer:
 
 @pytest.mark.parametrize(("metric", "best_step"), [("map@all[exact]", 2), ("prec@100[k]", 3)])
 def test_best_checkpoint_follows_the_named_metric(tmp_path, metric, best_step):
-    script = [
-        {"map@all[exact]": 0.2, "prec@100[k]": 0.1},
-        {"map@all[exact]": 0.5, "prec@100[k]": 0.2},
-        {"map@all[exact]": 0.3, "prec@100[k]": 0.4},
-        {"map@all[exact]": 0.4, "prec@100[k]": 0.3},
+    script = [  # with the frozen features' fusion weight each validation chose
+        {"map@all[exact]": 0.2, "prec@100[k]": 0.1, "weight": 1.0},
+        {"map@all[exact]": 0.5, "prec@100[k]": 0.2, "weight": 0.3},
+        {"map@all[exact]": 0.3, "prec@100[k]": 0.4, "weight": 0.6},
+        {"map@all[exact]": 0.4, "prec@100[k]": 0.3, "weight": 0.0},
     ]
     tx = optax.sgd(0.1)
     state = TrainState.create({"w": jnp.zeros(3)}, {}, tx)
@@ -98,13 +99,20 @@ def test_best_checkpoint_follows_the_named_metric(tmp_path, metric, best_step):
         state = state.replace(step=jnp.int32(step), params={"w": jnp.full(3, float(step))})
         selector(state, str(tmp_path), writer)
     chosen, selection = selector.chosen(state, state)
-    assert selection == {"metric": f"val/{metric}", "value": script[best_step - 1][metric], "step": best_step}
+    best = script[best_step - 1]
+    assert selection == {
+        "metric": f"val/{metric}",
+        "value": best[metric],
+        "step": best_step,
+        "fusion_weight": best["weight"],
+    }
+    assert [row[1]["val/fusion_weight"] for row in writer.rows] == [1.0, 0.3, 0.6, 0.0]
     np.testing.assert_array_equal(chosen.params["w"], np.full(3, float(best_step)))
     assert [row[0] for row in writer.rows] == [1, 2, 3, 4] and "val/prec@100[k]" in writer.rows[0][1]
     selector.close()
     # A resumed run reads the best value back and keeps choosing against it.
     again = Selector(_ScriptedEvaluator([{"map@all[exact]": 0.45, "prec@100[k]": 0.35}]), str(tmp_path), {}, {}, metric)
-    assert again.value == script[best_step - 1][metric]
+    assert again.value == best[metric] and again.fusion_weight == best["weight"]  # the weight chosen with it
     other = "prec@100[k]" if metric == "map@all[exact]" else "map@all[exact]"
     assert Selector(_ScriptedEvaluator([]), str(tmp_path), {}, {}, other).value == -np.inf  # chosen afresh
     with pytest.raises(KeyError, match=r"select_metric='nope' is not a validation metric"):

@@ -73,7 +73,8 @@ def _features(config: Any) -> SbirData:
 
 
 # Real datasets read a manual folder (config.root); see jsbir.data.real for their splits and jsbir.data.builders.
-_REAL = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw", "qmul_v1", "qmul_v2", "sketchy_pairs")
+_REAL_ZERO_SHOT = ("sketchy", "folder", "tuberlin", "quickdraw", "quickdraw_raw")
+_REAL = (*_REAL_ZERO_SHOT, "qmul_v1", "qmul_v2", "sketchy_pairs")
 DATASETS: dict[str, Callable[[Any], SbirData]] = {
     "synthetic": _synthetic,
     **{n: _real(n) for n in _REAL},
@@ -121,5 +122,10 @@ def get_dataset(config: Any) -> SbirData:
     """
     if config.name not in DATASETS:
         raise ValueError(f"config.data.name={config.name!r} is not one of {sorted(DATASETS)}")
+    if config.get("classes", "") and config.name not in _REAL_ZERO_SHOT:
+        raise ValueError(
+            f"config.data.classes={config.classes!r}: a class subset is for the real zero-shot sets "
+            f"{_REAL_ZERO_SHOT}, not {config.name!r}"
+        )
     data = validation.hold_out(DATASETS[config.name](config), config.val_fraction, config.data_seed)
     return with_class_graph(data, config)

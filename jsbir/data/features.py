@@ -226,9 +226,11 @@ def all_processes(flag: bool) -> bool:
 
 
 def cache_dir(config: Any) -> str:
-    """``config.features.cache_dir``, else ``jsbir_features`` in the tensorflow-datasets folder."""
+    """``config.features.cache_dir``, else (or with no ``features`` section) ``jsbir_features`` in the
+    tensorflow-datasets folder."""
     default = os.path.join(records.tfds_data_dir(config.data), "jsbir_features")
-    return os.path.expanduser(config.features.cache_dir) or default
+    section = config.get("features") if "features" in config else None
+    return os.path.expanduser(section.get("cache_dir", "") if section else "") or default
 
 
 def cached_features(extractor: Extractor, images: Images, config: Any, mesh: Any, name: str) -> tuple[np.ndarray, bool]:

@@ -140,8 +140,11 @@ def eval_batches(
     num_views: int = 1,
     process_index: int = 0,
     process_count: int = 1,
+    rgb: bool = False,
 ) -> Iterator[dict[str, np.ndarray | list[np.ndarray]]]:
-    """Host-local batches over ``images`` in order, the last one padded; ``mask`` marks real rows.
+    """Host-local batches over ``images`` in order, the last one padded; ``mask`` marks real rows. With ``rgb``,
+    the views are the preprocessing's crops and mirror images as RGB in [-1, 1] (``preprocess.rgb_views_like``:
+    an ImageNet network's input) instead of the model's own input.
 
     Every process yields the same number of batches; process ``p`` holds rows ``[p * b, (p + 1) * b)`` of each
     global batch of ``batch_size``.
@@ -156,4 +159,9 @@ def eval_batches(
         rows = np.arange(begin + process_index * local, begin + (process_index + 1) * local)
         mask = rows < len(images)
         chunk = np.asarray(images.image[np.minimum(rows, len(images) - 1)])  # reads only these rows
-        yield {"views": preprocess.view_batches(prep, chunk, num_views), "mask": mask}
+        views = (
+            preprocess.rgb_views_like(preprocessing, chunk, num_views)
+            if rgb
+            else preprocess.view_batches(prep, chunk, num_views)
+        )
+        yield {"views": views, "mask": mask}

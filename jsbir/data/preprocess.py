@@ -110,17 +110,22 @@ def _gray_train(image: tf.Tensor, seed: tf.Tensor, augment_: bool) -> tf.Tensor:
     return _gray(tf.image.stateless_random_flip_left_right(image, seed=seeds[1]))
 
 
-def _gray_views(batch: np.ndarray, num: int) -> list[np.ndarray]:
-    size = batch.shape[1]
+def _crop_views(images: np.ndarray, num: int) -> list[np.ndarray]:
+    """The centre crop, the four corner crops and their mirror images of (B, size, size, C) ``images``, in the
+    order 1, 2, 5 or 10 views take them."""
+    size = images.shape[1]
     crop, centre = crop_size(size), (size - crop_size(size)) // 2
     far = size - crop
     corners = [(centre, centre), (0, 0), (0, far), (far, 0), (far, far)]
-    gray = _gray(batch).numpy()
-    crops = [gray[:, y : y + crop, x : x + crop] for y, x in corners]
+    crops = [images[:, y : y + crop, x : x + crop] for y, x in corners]
     order = {1: crops[:1], 2: [crops[0], crops[0][:, :, ::-1]], 5: crops, 10: crops + [c[:, :, ::-1] for c in crops]}
     if num not in order:
         raise ValueError(f"gray_crop makes 1, 2, 5 or 10 views, not {num}")
     return [np.ascontiguousarray(v) for v in order[num]]
+
+
+def _gray_views(batch: np.ndarray, num: int) -> list[np.ndarray]:
+    return _crop_views(_gray(batch).numpy(), num)
 
 
 def _gray_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -142,6 +147,24 @@ PREPROCESSORS: dict[str, Preprocessor] = {
     "gray_crop": Preprocessor("gray_crop", _gray_train, _gray_views, 10, _gray_shape),
     "features": Preprocessor("features", _features_train, _features_views, 1, tuple),
 }
+
+
+def rgb_views_like(preprocessing: str, batch: np.ndarray, num_views: int) -> list[np.ndarray]:
+    """The ``num_views`` test-time views a ``preprocessing`` makes of a numpy batch of stored images, as RGB in
+    [-1, 1] (an ImageNet network's input): the same crops and mirror images, without that preprocessing's own
+    conversion (``gray_crop``'s grey level and mean). Feature vectors are returned as they are (one view).
+
+    Raises:
+      ValueError: an unknown preprocessing, or more views than it makes.
+    """
+    prep = get_preprocessor(preprocessing)
+    if not 1 <= num_views <= prep.max_views:
+        raise ValueError(f"{prep.name} preprocessing makes 1 to {prep.max_views} test-time views, not {num_views}")
+    if prep.name == "features":
+        return [np.asarray(batch, np.float32)]
+    if prep.name == "gray_crop":
+        return _crop_views(to_float(batch).numpy(), num_views)
+    return _rgb_views(batch, num_views)
 
 
 def get_preprocessor(name: str) -> Preprocessor:

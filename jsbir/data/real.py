@@ -7,6 +7,10 @@ image to one tfds split; the division happens here, from ``config.data``:
   ``sake30``, ``doodle2search30``), ``random<N>_seed<S>``, or a class-list file. ``default`` is ``sake25`` for
   Sketchy, ``sake30`` for TU-Berlin, ``doodle2search30`` for QuickDraw-Extended, and ``random<N>_seed0`` with N =
   20% of the classes for ``folder`` and ``quickdraw_raw``. The resolved name is ``DatasetInfo.split``.
+* ``classes`` (``random<N>_seed<S>`` or a class-list file; "" = all) first cuts the data to those classes,
+  relabelled in the data's class order, so a few-class collection can be studied on a large set: e.g.
+  ``classes=random26_seed0,split=random7_seed0`` keeps 26 Sketchy classes and leaves 7 of them unseen (a shipped
+  split would name classes the subset lacks, so ``default`` draws 20% of the subset).
 * Every image of an unseen class goes to test (queries and gallery use all of them, as the field does).
 * The images of each seen class are divided by **group**: a photo and the sketches drawn from it form one group
   (so a pair never straddles train and test); any other image is its own group. Groups holding a photo and
@@ -60,6 +64,7 @@ _DEFAULTS = {
     "semantics_file": "",
     "subset": "",
     "max_per_class": 1000,
+    "classes": "",
 }
 
 
@@ -129,8 +134,8 @@ def divide(
     return test
 
 
-def _info(config: Any, builder: Any, split: str, seen, unseen) -> DatasetInfo:
-    names = tuple(builder.info.features["label"].names)
+def _info(config: Any, builder: Any, split: str, seen, unseen, names: tuple[str, ...] | None = None) -> DatasetInfo:
+    names = names or tuple(builder.info.features["label"].names)
     vectors = semantics.class_semantics(_opt(config, "semantics"), names, _opt(config, "semantics_file"))
     return DatasetInfo(
         name=config.name,
@@ -169,13 +174,35 @@ def unseen_classes(split: str, names: tuple[str, ...], default: str) -> tuple[st
     return resolved, unseen
 
 
+def class_subset(
+    arrays: dict[str, np.ndarray], names: tuple[str, ...], classes: str
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The examples of the classes ``classes`` names (``config.data.classes``: ``random<N>_seed<S>``, drawn as a
+    random split is, or a class-list file), relabelled 0..len-1 in the data's class order, and their names.
+
+    Raises:
+      ValueError: an unknown subset, or a class the data lack.
+    """
+    chosen, source = splits.resolve_split(classes, names)
+    keep = splits.match_classes(names, chosen, source, what=f"config.data.classes={classes!r}:")
+    relabel = np.full(len(names), -1, np.int64)
+    relabel[list(keep)] = np.arange(len(keep))
+    labels = relabel[np.asarray(arrays["label"])]
+    subset = _select(arrays, labels >= 0)
+    subset["label"] = labels[labels >= 0].astype(np.asarray(arrays["label"]).dtype)
+    return subset, tuple(names[i] for i in keep)
+
+
 def zero_shot(config: Any, name: str) -> SbirData:
     """A zero-shot dataset from its manual folder ``config.root``, divided as the module docstring says."""
     builder_cls, default = _ZERO_SHOT[name]
     builder = _prepare(name, builder_cls, _builder_config(name, config), config)
     names = tuple(builder.info.features["label"].names)
-    split, unseen = unseen_classes(config.split, names, default)
     arrays = load_split(builder, "full")
+    if _opt(config, "classes"):
+        arrays, names = class_subset(arrays, names, _opt(config, "classes"))
+        default = ""  # a shipped split names classes the subset may lack: a random 20% of the subset instead
+    split, unseen = unseen_classes(config.split, names, default)
     test = divide(arrays, names, unseen, _opt(config, "test_fraction"), config.data_seed)
     train_sketches, train_photos = split_modalities(_select(arrays, ~test))
     test_sketches, test_photos = split_modalities(_select(arrays, test))
@@ -185,7 +212,7 @@ def zero_shot(config: Any, name: str) -> SbirData:
         len(test_sketches), len(test_photos),
     )  # fmt: skip
     seen = [i for i in range(len(names)) if i not in set(unseen)]
-    info = _info(config, builder, split, seen, unseen)
+    info = _info(config, builder, split, seen, unseen, names)
     return SbirData(info, train_sketches, train_photos, test_sketches, test_photos)
 
 

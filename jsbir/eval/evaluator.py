@@ -3,7 +3,9 @@
 Embeddings come from the method's jitted ``embed`` on batches sharded over the mesh, one pass per test-time view,
 gathered to the host and scored in plain numpy by ``jsbir.metrics``. Scores are the dot product of the embeddings
 (cosine, since methods L2-normalise) or the method's learned ``score``, averaged over views, and re-ranked when
-``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). Beside the float
+``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). A run over a
+pretrained backbone is also scored by that backbone's own features, untrained (``frozen/`` metrics), and its
+ranking score may fuse them in at a weight validation chooses (``jsbir.eval.frozen``). Beside the float
 embedding every report gives ITQ codes fitted on the gallery's embeddings and, for methods that learn them, the
 method's own codes, each ranked by Hamming distance, with the bytes each gallery item takes. Codes of both kinds
 come from the first (plain) view. Only process 0 writes ``report.json`` and the retrieval grid.
@@ -22,7 +24,7 @@ import numpy as np
 from jsbir import metrics, sharding
 from jsbir.data import pipeline
 from jsbir.data.types import Images, SbirData
-from jsbir.eval import grid, protocols, report, rerank
+from jsbir.eval import frozen, grid, protocols, report, rerank
 
 
 class Evaluator:
@@ -59,6 +61,14 @@ class Evaluator:
                 f"config.eval.rerank={config.eval.rerank!r} spreads cosine scores, but {config.method} ranks by a "
                 "learned score: set config.eval.rerank=''"
             )
+        self.fusion = frozen.fusion_setting(config, self.protocol.name)
+        wanted = config.eval.get("frozen", True) or self.fusion != "off"
+        self._frozen = (
+            frozen.FrozenBaseline(config, mesh, self.preprocessing, self.spec.views, split)
+            if wanted and frozen.pretrained_backbone(config) is not None
+            else None
+        )
+        self._frozen_metrics: dict[str, float] | None = None
 
     def encode(self, variables: Any, images: Images, modality: str) -> tuple[list[np.ndarray], np.ndarray | None]:
         """Embeddings of ``images`` in order: one (N, D) float32 array per view, and the method's (N, bits) codes
@@ -99,6 +109,43 @@ class Evaluator:
             scores += self.similarity(variables, q, g)
         return scores / len(q_views)
 
+    def select_metric(self) -> str:
+        """The validation metric that chooses checkpoints (and the fusion weight)."""
+        train = self.config.get("train") or {}
+        return train.get("select_metric", "") or self.protocol.select_metric
+
+    def frozen_metrics(self) -> dict[str, float]:
+        """The frozen baseline's metrics (``frozen/`` keys; computed once), or {} when there is no baseline."""
+        if self._frozen is None:
+            return {}
+        if self._frozen_metrics is None:
+            scores = self._frozen.scores(self.sets.queries, self.sets.gallery)
+            values = self.protocol.metrics(scores, self.sets, self.config.eval)
+            self._frozen_metrics = {frozen.PREFIX + k: v for k, v in values.items() if not k.endswith("[chance]")}
+        return self._frozen_metrics
+
+    def fused(self, learned: np.ndarray, weight: float | None) -> tuple[np.ndarray, float, dict[str, float]]:
+        """The ranking scores of the (Q, N) ``learned`` scores fused with the frozen baseline's, the weight, and the
+        learned scores' own metrics when the weight is not 0 (``learned/`` keys).
+
+        ``weight`` None: 0, unless fusion is on and this is the validation split, where the weight of
+        ``frozen.FUSION_WEIGHTS`` that scores best by :meth:`select_metric` is chosen (a tie keeps the smaller).
+        """
+        if self.fusion == "off" or self._frozen is None or (weight is None and self.split != "validation"):
+            return learned, 0.0, {}
+        baseline = self._frozen.scores(self.sets.queries, self.sets.gallery)
+        if weight is None:
+            metric, best = self.select_metric(), -np.inf
+            for w in frozen.FUSION_WEIGHTS:
+                value = self.protocol.metrics(frozen.fuse(learned, baseline, w), self.sets, self.config.eval)[metric]
+                if value > best:
+                    weight, best = w, value
+        if not weight:
+            return learned, 0.0, {}
+        values = self.protocol.metrics(learned, self.sets, self.config.eval)
+        own = {f"learned/{k}": v for k, v in values.items() if not k.endswith("[chance]")}
+        return frozen.fuse(learned, baseline, weight), float(weight), own
+
     def _hamming_metrics(self, prefix: str, q: np.ndarray, g: np.ndarray, bits: int) -> dict[str, float]:
         scores = metrics.hamming_scores(metrics.pack_codes(q), metrics.pack_codes(g), bits)
         values = self.protocol.metrics(scores, self.sets, self.config.eval)
@@ -112,11 +159,13 @@ class Evaluator:
         write: bool = True,
         writer: Any = None,
         extra: dict[str, Any] | None = None,
+        fusion_weight: float | None = None,
     ) -> dict[str, Any]:
         """Evaluates ``state`` and returns the report; writes it (and a grid PNG) when ``write``.
 
         ``extra`` is merged into the report before it is written (a dict value into the report's dict of the same
-        key, e.g. more ``timings``).
+        key, e.g. more ``timings``). ``fusion_weight``: the frozen baseline's share of the ranking score (what
+        validation chose; see :meth:`fused`).
         """
         cfg, sets = self.config, self.sets
         variables = {"params": state.params, **state.model_state}
@@ -124,14 +173,18 @@ class Evaluator:
         q_views, q_codes = self.encode(variables, sets.queries, "sketch")
         g_views, g_codes = self.encode(variables, sets.gallery, "photo")
         t1 = time.perf_counter()
-        scores = self.view_scores(variables, q_views, g_views)
+        scores, weight, learned = self.fused(self.view_scores(variables, q_views, g_views), fusion_weight)
         t_rerank = time.perf_counter()
         if self._rerank is not None:
             scores = self._rerank(scores, sets.gallery, g_views)
         t_rerank = time.perf_counter() - t_rerank
         values = self.protocol.metrics(scores, sets, cfg.eval)
+        values.update(learned)
+        values.update(self.frozen_metrics())
         dim = q_views[0].shape[1]
         scoring = "learned score" if self._score else "dot product"
+        if weight:
+            scoring += f", fused with the frozen baseline's cosine at weight {weight}"
         if self._rerank is not None:
             scoring += f", re-ranked by {self._rerank.describe()}"
         representations = {"float": {"description": f"{dim}-d float32, {scoring}", "bytes_per_item": 4 * dim}}
@@ -166,6 +219,8 @@ class Evaluator:
             "skipped_files": list(info.skipped_files),
             "views": self.spec.views,
             "rerank": self._rerank.describe() if self._rerank is not None else "none",
+            "frozen": self._frozen.describe() if self._frozen is not None else "none (no pretrained weights)",
+            "fusion": {"setting": self.fusion, "weight": weight},
             "step": int(jax.device_get(state.step)),
             "embedding_dim": int(dim),
             "num_queries": len(sets.queries),

@@ -24,6 +24,7 @@ import numpy as np
 from jsbir import metrics
 from jsbir.data import features
 from jsbir.data.types import Images
+from jsbir.eval import frozen
 
 RERANKERS = ("", "diffusion")
 GRAPHS = ("imagenet", "embedding")
@@ -42,26 +43,20 @@ def check_config(eval_config: Any) -> None:
 
 
 def _pretrained_backbone(config: Any) -> dict[str, Any]:
-    """The extractor section of the pretrained backbone the model started from: ``config.features`` for a method
-    that trains on features, else ``config.model``'s backbone at the evaluation's image size.
+    """The extractor section of the pretrained backbone the model started from (``frozen.pretrained_backbone``).
 
     Raises:
       ValueError: it has no pretrained weights.
     """
-    where = "features" if "features" in config else "model"
-    section = config[where]
-    if not section.get("pretrained", ""):
+    section = frozen.pretrained_backbone(config)
+    if section is None:
+        where = "features" if "features" in config else "model"
         raise ValueError(
             "config.eval.rerank_graph='imagenet' links photos by the pretrained backbone's features, but "
             f"config.{where}.pretrained is empty: give the model pretrained weights or set "
             "config.eval.rerank_graph='embedding'"
         )
-    return {
-        "backbone": section.backbone,
-        "backbone_args": dict(section.backbone_args),
-        "pretrained": section.pretrained,
-        "input_size": section.get("input_size", 0),
-    }
+    return section
 
 
 def graph_features(config: Any, mesh: Any, kind: str, gallery: Images, embeddings: list[np.ndarray]) -> np.ndarray:

@@ -171,6 +171,9 @@ class Model(nn.Module):
         return sketch["embedding"], out
 
 
+HASH_PHOTO = {"self": "photo_self", "guided": "photo"}  # config.loss.hash_photo -> the photo codes the triplet uses
+
+
 def _kl_rows(target: jax.Array, predicted: jax.Array) -> jax.Array:
     """Mean over rows of KL(target || predicted) for distributions on the last axis."""
     target, predicted = target.astype(jnp.float32), predicted.astype(jnp.float32)
@@ -230,7 +233,12 @@ def loss_fn(
 
     beta = hashing.slope(progress, config.hash_slope_start, config.hash_slope_end)
     relaxed = {name: jnp.tanh(beta * logits) for name, logits in out["codes"].items()}
-    l_hash = triplet(relaxed["sketch"], relaxed["photo"])
+    # The gallery's codes come from the self-attended photo at test time: train the codes on that branch ("self"),
+    # or on the sketch-guided one ("guided"), which no gallery photo has without a sketch.
+    hash_photo = config.get("hash_photo", "guided")  # a run configured before the option trained the guided codes
+    if hash_photo not in HASH_PHOTO:
+        raise ValueError(f"config.loss.hash_photo={hash_photo!r} is not one of {sorted(HASH_PHOTO)}")
+    l_hash = triplet(relaxed["sketch"], relaxed[HASH_PHOTO[hash_photo]])
     l_quant = sum(losses.quantization_loss(h) for h in relaxed.values()) / len(relaxed)
     l_balance = losses.bit_balance_loss(jnp.concatenate([relaxed["sketch"], relaxed["photo_self"]]))
     total = (

@@ -107,7 +107,10 @@ def evaluate(args: argparse.Namespace, config: Any) -> int:
     data = encoder_lib.prepared_data(encoder.data, encoder.config, encoder.mesh)
     evaluator = Evaluator(encoder.evaluator.method, encoder.model, data, encoder.config, encoder.mesh, args.split)
     extra = {"checkpoint": encoder.checkpoint}
-    report = evaluator.run(encoder.state, encoder.workdir, tag="evaluate", write=False, extra=extra)
+    weight = encoder.checkpoint["fusion_weight"]  # the frozen baseline's share validation chose with a best checkpoint
+    report = evaluator.run(
+        encoder.state, encoder.workdir, tag="evaluate", write=False, extra=extra, fusion_weight=weight
+    )
     out = args.out or os.path.join(encoder.workdir, f"evaluation_{args.split}.json")
     with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

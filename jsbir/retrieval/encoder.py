@@ -242,9 +242,10 @@ def load_run(
     try:
         step = ckpt.latest_step() if step is None else step
         state = ckpt.restore(factory.abstract_with_shardings(), step)
+        fusion_weight = float(ckpt.meta(step).get("fusion_weight", 0.0)) if subdir == BEST_SUBDIR else 0.0
     finally:
         ckpt.close()
     folder = os.path.join(workdir, subdir, str(step))
-    record = {"subdir": subdir, "step": int(step), "sha256": checkpoint_sha256(folder)}
+    record = {"subdir": subdir, "step": int(step), "sha256": checkpoint_sha256(folder), "fusion_weight": fusion_weight}
     evaluator = Evaluator(method, model, data, config, mesh)
     return Encoder(config, workdir, data, evaluator, state, record, mesh, model, extractor)

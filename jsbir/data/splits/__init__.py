@@ -133,8 +133,11 @@ def normalize(name: str) -> str:
     return re.sub(r"[\s_\-]+", "_", name.strip().lower())
 
 
-def match_classes(class_names: Sequence[str], names: Sequence[str], source: str) -> tuple[int, ...]:
-    """Sorted label ids of ``names`` in ``class_names``: exact match first, then :func:`normalize` d.
+def match_classes(
+    class_names: Sequence[str], names: Sequence[str], source: str, what: str = "split"
+) -> tuple[int, ...]:
+    """Sorted label ids of ``names`` in ``class_names``: exact match first, then :func:`normalize` d; ``what``
+    names the list in errors.
 
     Raises:
       ValueError: naming every class of ``source`` that the data lack (or that match ambiguously).
@@ -153,6 +156,6 @@ def match_classes(class_names: Sequence[str], names: Sequence[str], source: str)
             missing.append(n)
     if missing:
         raise ValueError(
-            f"split {source} names classes that the data lack: {missing} (the data have {len(class_names)} classes)"
+            f"{what} {source} names classes that the data lack: {missing} (the data have {len(class_names)} classes)"
         )
     return tuple(sorted(ids))
