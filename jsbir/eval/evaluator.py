@@ -54,6 +54,11 @@ class Evaluator:
             {m: jax.jit(lambda v, x, m=m: method.codes(model, v, x, m)) for m in modalities} if self.spec.codes else {}
         )
         self._score = jax.jit(lambda v, q, g: method.score(model, v, q, g)) if method.score else None
+        self._domain = (
+            {m: jax.jit(lambda v, x, m=m: method.domain_logit(model, v, x, m)) for m in modalities}
+            if method.domain_logit
+            else None
+        )
         # .get: the config of a run made before eval.rerank existed has no such field
         self._rerank = rerank.Diffusion(config, mesh) if config.eval.get("rerank") else None
         if self._rerank is not None and self._score is not None:
@@ -108,6 +113,21 @@ class Evaluator:
         for q, g in zip(q_views[1:], g_views[1:], strict=True):
             scores += self.similarity(variables, q, g)
         return scores / len(q_views)
+
+    def domain_accuracy(self, variables: Any) -> dict[str, float]:
+        """How well the method's domain discriminator tells this evaluation's sketches from its photos: the share of
+        the first ``eval.batch_size`` queries and gallery items (plain view) on the right side of logit 0, as
+        ``domain_accuracy`` ({} for a method without one). 0.5 is a discriminator the features fool completely."""
+        if self._domain is None:
+            return {}
+        right = []
+        for images, modality, sign in ((self.sets.queries, "sketch", 1.0), (self.sets.gallery, "photo", -1.0)):
+            head = images.select(np.arange(min(len(images), self.config.eval.batch_size)))
+            batches = pipeline.eval_batches(head, self.config.eval.batch_size, self.preprocessing, 1,
+                                            jax.process_index(), jax.process_count())  # fmt: skip
+            for (x,), mask in sharding.global_batches(batches, self.mesh):
+                right.append(sign * sharding.to_host(self._domain[modality](variables, x))[mask] > 0)
+        return {"domain_accuracy": float(np.mean(np.concatenate(right)))}
 
     def select_metric(self) -> str:
         """The validation metric that chooses checkpoints (and the fusion weight)."""
@@ -181,6 +201,7 @@ class Evaluator:
         values = self.protocol.metrics(scores, sets, cfg.eval)
         values.update(learned)
         values.update(self.frozen_metrics())
+        values.update(self.domain_accuracy(variables))
         dim = q_views[0].shape[1]
         scoring = "learned score" if self._score else "dot product"
         if weight:

@@ -18,6 +18,8 @@ Signatures (``model`` is the method's ``Model`` instance, ``variables`` is ``{"p
 - ``codes(model, variables, inputs, modality) -> (B, bits)`` +-1 codes, for methods that learn their own.
 - ``score(model, variables, query_embeddings, gallery_embeddings) -> (Q, G)`` similarities (higher = closer),
   for methods that learn their distance; the default is the dot product of the embeddings.
+- ``domain_logit(model, variables, inputs, modality) -> (B,)`` the logit that each input is a sketch, for methods
+  that align the modalities adversarially: the evaluator reports how well the domains still separate.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Method:
       score: the method's learned similarity, or None for the dot product.
       frozen: ``config -> regex`` of parameters the method itself keeps fixed (a teacher network); the trainer
         joins it with ``config.train.freeze``.
+      domain_logit: the method's domain discriminator on one modality's inputs, or None.
     """
 
     name: str
@@ -101,6 +104,7 @@ class Method:
     codes: Callable[..., Any] | None = None
     score: Callable[..., Any] | None = None
     frozen: Callable[[Any], str] = lambda config: ""
+    domain_logit: Callable[..., Any] | None = None
 
     def freeze_pattern(self, config: Any) -> str:
         """The regex of every frozen parameter: ``config.train.freeze`` and the method's own."""

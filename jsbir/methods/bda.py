@@ -280,6 +280,15 @@ def embed(model: Model, variables: Any, images: jax.Array, modality: str) -> jax
     return losses.l2_normalise(enc["mu"])
 
 
+def domain_logit(model: Model, variables: Any, images: jax.Array, modality: str) -> jax.Array:
+    """(B,) the discriminator's mean logit over each image's feature-map locations that it is a sketch."""
+
+    def logits(m: Model, x: jax.Array) -> jax.Array:
+        return jnp.mean(m.discriminator(m.encode(x, modality)["fmap"]), axis=(1, 2, 3))
+
+    return model.apply(variables, images, method=logits)
+
+
 METHOD = api.Method(
     name="bda",
     Model=Model,
@@ -288,4 +297,5 @@ METHOD = api.Method(
     rng_streams=("sample",),
     frozen=lambda config: "teacher_net/" if config.model.distill else "",
     evaluation=lambda config: api.EvalSpec(views=config.eval.views),
+    domain_logit=domain_logit,
 )

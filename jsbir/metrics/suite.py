@@ -48,6 +48,8 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "(strictly higher scores first, then ties by gallery index)",
     "rank[mean]": "fine-grained: mean over queries of the 1-based stable rank of the query's own gallery item",
     "rank[median]": "fine-grained: median over queries of the 1-based stable rank of the query's own gallery item",
+    "domain_accuracy": "methods with a domain discriminator: share of the evaluation's first batch of sketches and "
+    "of photos whose modality the sign of its mean discriminator logit gives (0.5: the domains no longer separate)",
 }
 
 
