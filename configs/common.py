@@ -216,6 +216,9 @@ def eval_config() -> ml_collections.ConfigDict:
     ev.rerank_graph = "imagenet"
     ev.rerank_k = 15  # k and alpha: what the validation classes chose for BDA-SketRet and ZSCMR on Sketchy-mini
     ev.rerank_alpha = 0.8
+    # Queries scored and ranked at once: evaluation holds a (query_block, gallery) score matrix, never the whole one
+    # (except under re-ranking, which needs every query's row)
+    ev.query_block = 1024
     ev.grid_queries = 8
     ev.grid_topk = 10
     ev.eval_untrained = True

@@ -11,6 +11,7 @@ come from the first (plain) view. Only process 0 writes ``report.json`` and the 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -92,16 +93,25 @@ class Evaluator:
             [np.asarray(self._score(variables, queries[i : i + step], gallery)) for i in range(0, len(queries), step)]
         ).astype(np.float32)
 
-    def view_scores(self, variables: Any, q_views: list[np.ndarray], g_views: list[np.ndarray]) -> np.ndarray:
-        """(Q, N) float32 scores of the float embeddings: :meth:`similarity` averaged over the views."""
-        scores = self.similarity(variables, q_views[0], g_views[0])
+    def view_scores(
+        self,
+        variables: Any,
+        q_views: list[np.ndarray],
+        g_views: list[np.ndarray],
+        rows: slice | np.ndarray = slice(None),
+    ) -> np.ndarray:
+        """(Q, N) float32 scores of the float embeddings of the queries ``rows`` (a slice or indices; all by default):
+        :meth:`similarity` averaged over the views."""
+        scores = self.similarity(variables, q_views[0][rows], g_views[0])
         for q, g in zip(q_views[1:], g_views[1:], strict=True):
-            scores += self.similarity(variables, q, g)
+            scores += self.similarity(variables, q[rows], g)
         return scores / len(q_views)
 
     def _hamming_metrics(self, prefix: str, q: np.ndarray, g: np.ndarray, bits: int) -> dict[str, float]:
-        scores = metrics.hamming_scores(metrics.pack_codes(q), metrics.pack_codes(g), bits)
-        values = self.protocol.metrics(scores, self.sets, self.config.eval)
+        packed_q, packed_g = metrics.pack_codes(q), metrics.pack_codes(g)
+        values = self.protocol.metrics_blocked(
+            lambda rows: metrics.hamming_scores(packed_q[rows], packed_g, bits), self.sets, self.config.eval
+        )
         return {f"{prefix}/{k}": v for k, v in values.items() if not k.endswith("[chance]")}
 
     def run(
@@ -124,12 +134,16 @@ class Evaluator:
         q_views, q_codes = self.encode(variables, sets.queries, "sketch")
         g_views, g_codes = self.encode(variables, sets.gallery, "photo")
         t1 = time.perf_counter()
-        scores = self.view_scores(variables, q_views, g_views)
         t_rerank = time.perf_counter()
         if self._rerank is not None:
-            scores = self._rerank(scores, sets.gallery, g_views)
+            # Diffusion mixes every gallery column of a query's row, so it keeps the whole score matrix.
+            reranked = self._rerank(self.view_scores(variables, q_views, g_views), sets.gallery, g_views)
+            score_rows = reranked.__getitem__
+        else:
+            # Scored a block of queries at a time (config.eval.query_block): memory is bounded by the block.
+            score_rows = functools.partial(self.view_scores, variables, q_views, g_views)
         t_rerank = time.perf_counter() - t_rerank
-        values = self.protocol.metrics(scores, sets, cfg.eval)
+        values = self.protocol.metrics_blocked(score_rows, sets, cfg.eval)
         dim = q_views[0].shape[1]
         scoring = "learned score" if self._score else "dot product"
         if self._rerank is not None:
@@ -190,6 +204,6 @@ class Evaluator:
                 and self.split == "test"
                 and sets.queries.image.ndim == sets.gallery.image.ndim == 4
             ):
-                picture = grid.retrieval_grid(sets, scores, cfg.eval.grid_queries, cfg.eval.grid_topk)
+                picture = grid.retrieval_grid(sets, score_rows, cfg.eval.grid_queries, cfg.eval.grid_topk)
                 picture.save(os.path.join(workdir, "retrieval_grid.png"))
         return result
