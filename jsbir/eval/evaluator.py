@@ -3,7 +3,9 @@
 Embeddings come from the method's jitted ``embed`` on batches sharded over the mesh, one pass per test-time view,
 gathered to the host and scored in plain numpy by ``jsbir.metrics``. Scores are the dot product of the embeddings
 (cosine, since methods L2-normalise) or the method's learned ``score``, averaged over views, and re-ranked when
-``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). Beside the float
+``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). They are scored
+and ranked ``config.eval.query_block`` queries at a time (``Protocol.metrics_blocked``), so memory is bounded by a
+block; only re-ranking, which mixes whole rows, holds the whole matrix. Beside the float
 embedding every report gives ITQ codes fitted on the gallery's embeddings and, for methods that learn them, the
 method's own codes, each ranked by Hamming distance, with the bytes each gallery item takes. Codes of both kinds
 come from the first (plain) view. Only process 0 writes ``report.json`` and the retrieval grid.
