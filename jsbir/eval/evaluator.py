@@ -136,15 +136,17 @@ class Evaluator:
         q_views, q_codes = self.encode(variables, sets.queries, "sketch")
         g_views, g_codes = self.encode(variables, sets.gallery, "photo")
         t1 = time.perf_counter()
-        t_rerank = time.perf_counter()
+        t_rerank = 0.0
         if self._rerank is not None:
             # Diffusion mixes every gallery column of a query's row, so it keeps the whole score matrix.
-            reranked = self._rerank(self.view_scores(variables, q_views, g_views), sets.gallery, g_views)
-            score_rows = reranked.__getitem__
+            whole = self.view_scores(variables, q_views, g_views)
+            t_rerank = time.perf_counter()
+            whole = self._rerank(whole, sets.gallery, g_views)
+            t_rerank = time.perf_counter() - t_rerank
+            score_rows = whole.__getitem__
         else:
             # Scored a block of queries at a time (config.eval.query_block): memory is bounded by the block.
             score_rows = functools.partial(self.view_scores, variables, q_views, g_views)
-        t_rerank = time.perf_counter() - t_rerank
         values = self.protocol.metrics_blocked(score_rows, sets, cfg.eval)
         dim = q_views[0].shape[1]
         scoring = "learned score" if self._score else "dot product"
