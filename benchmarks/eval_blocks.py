@@ -105,8 +105,18 @@ def main() -> None:
     sets, q, g = make_sets(queries, gallery, args.classes, args.dim, args.seed)
     result = {
         "benchmark": "eval_blocks",
-        "settings": {**vars(args), "queries": queries, "gallery": gallery, "ks": list(config.ks)},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
+        "settings": {
+            **{k: v for k, v in vars(args).items() if k != "out"},
+            "queries": queries,
+            "gallery": gallery,
+            "ks": list(config.ks),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "load_before": round(os.getloadavg()[0], 1),
+        },
         "whole_matrix_gb": round(queries * gallery * 4 / 1e9, 2),
         "block_matrix_mb": round(min(args.query_block, queries) * gallery * 4 / 1e6, 1),
         "peak_rss_mb": {"after_imports": rss_start, "after_data": peak_rss_mb()},
@@ -128,6 +138,7 @@ def main() -> None:
     result["peak_rss_mb"]["total"] = peak_rss_mb()
     total = result["float"]["seconds"] + result[f"itq{args.bits}"]["seconds"]
     result["total_s"] = round(total, 1)
+    result["machine"]["load_after"] = round(os.getloadavg()[0], 1)
     if args.fraction < 1:
         # Sorting dominates: time ~ queries x gallery x log(gallery).
         scale = (QUERIES * GALLERY * math.log(GALLERY)) / (queries * gallery * math.log(gallery))
