@@ -165,8 +165,9 @@ def _precision_kernel(k: int, variant: str) -> _Kernel:
             kk = min(k, r.shape[1])
             return r[:, :kk].sum(axis=1) / kk
         # ZSE-SBIR precision_eval: relevance averaged over the first min(k, R) ranks; R = 0 gives NaN (dropped).
-        depth = np.minimum(k, r.sum(axis=1))
-        hits = np.take_along_axis(np.cumsum(r, axis=1), np.maximum(depth - 1, 0)[:, None], axis=1)[:, 0]
+        depth = np.minimum(k, r.sum(axis=1))  # <= min(k, N): the hits lie in the first k columns
+        top = np.cumsum(r[:, : min(k, r.shape[1])], axis=1)
+        hits = np.take_along_axis(top, np.maximum(depth - 1, 0)[:, None], axis=1)[:, 0]
         return _divide(hits, depth, np.nan)
 
     return kernel
