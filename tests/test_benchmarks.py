@@ -118,13 +118,13 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
 
 
 def test_eval_blocks_benchmark_checks_the_blocked_metrics(monkeypatch, capsys):
-    argv = ["eval_blocks.py", "--fraction", "0.002", "--query-block", "50", "--check"]
+    argv = ["eval_blocks.py", "--fraction", "0.001", "--query-block", "40", "--dim", "32", "--bits", "16", "--check"]
     monkeypatch.setattr(sys, "argv", argv)
     eval_blocks.main()
     result = json.loads(capsys.readouterr().out)
-    assert (result["settings"]["queries"], result["settings"]["gallery"]) == (185, 108)  # 0.2% of 92,291 x 54,151
-    assert result["block_matrix_mb"] == round(50 * 108 * 4 / 1e6, 1)
-    for name in ("float", "itq64"):
+    assert (result["settings"]["queries"], result["settings"]["gallery"]) == (92, 54)  # 0.1% of 92,291 x 54,151
+    assert result["block_matrix_mb"] == round(40 * 54 * 4 / 1e6, 1)
+    for name in ("float", "itq16"):
         assert result[name]["equals_whole_matrix"] and result[name]["max_abs_diff_vs_one_product"] < 1e-6
         assert 0.05 < result[name]["map@all[exact]"] < 1  # class-clustered embeddings: above the chance level
     assert result["extrapolated_full_s"]["note"] == "extrapolated, not measured"
