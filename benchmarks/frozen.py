@@ -37,7 +37,7 @@ def frozen_metrics(config, split: str) -> dict[str, float]:
     protocol = protocols.get_protocol(spec.protocol)
     sets = (protocol.sets if split == "test" else protocol.validation_sets)(data)
     baseline = frozen.FrozenBaseline(config, mesh, inputs.preprocess, spec.views, split)
-    values = protocol.metrics(baseline.scores(sets.queries, sets.gallery), sets, config.eval)
+    values = protocol.metrics_blocked(baseline.score_rows(sets.queries, sets.gallery), sets, config.eval)
     return {k: v for k, v in values.items() if not k.endswith("[chance]")}
 
 

@@ -11,8 +11,9 @@ own peak resident set size of that process (``os.wait4``):
 * ``evaluate``: ``python -m jsbir.main evaluate`` on that run (the test classes only).
 
 Images stay in the records and are read row by row (``jsbir.data.records``), so what grows with the dataset is what
-is kept per example (labels, ids, file names, embeddings) and the evaluation's query x gallery score matrix (4 bytes
-a pair), never the pixels. The JSON gives both of these alongside the peaks::
+is kept per example (labels, ids, file names, embeddings) and the evaluation's query x gallery scores (4 bytes a
+pair; since evaluation is blocked, ``config.eval.query_block`` rows of them at once: ``eval_blocks.py``), never the
+pixels. The JSON gives both of these (the whole matrix's size) alongside the peaks::
 
     python benchmarks/host_memory.py --images 5000,50000 > benchmarks/results/host_memory.json
 """

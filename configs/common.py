@@ -225,6 +225,9 @@ def eval_config() -> ml_collections.ConfigDict:
     # ("auto": for zero-shot runs over a pretrained backbone; "validation"; "off")
     ev.frozen = True
     ev.fuse_frozen = "auto"
+    # Queries scored and ranked at once: evaluation holds a (query_block, gallery) score matrix, never the whole one
+    # (except under re-ranking, which needs every query's row)
+    ev.query_block = 1024
     ev.grid_queries = 8
     ev.grid_topk = 10
     ev.eval_untrained = True

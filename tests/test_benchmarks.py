@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 import ablation  # noqa: E402
+import eval_blocks  # noqa: E402
 import results_table  # noqa: E402
 import runs  # noqa: E402
 
@@ -135,3 +136,16 @@ def test_readme_tables_are_regenerated_from_results(tmp_path):
     assert "| `bda` 64 px, 64 | 500 | 128.0 | 24.1 | 48.2 | 640 (1,280) | 5x |" in text  # pipeline 640 / step 128
     assert "| `zscmr` 64 px, 64 | 500 | 128.0 | 24.1 | 48.2 | cached features | - |" in text
     assert "| 5,000 | 234 | 900 (61) | 900 (61) | 1,201 (30) | 600 x 500 | 1 |" in text
+
+
+def test_eval_blocks_benchmark_checks_the_blocked_metrics(monkeypatch, capsys):
+    argv = ["eval_blocks.py", "--fraction", "0.001", "--query-block", "40", "--dim", "32", "--bits", "16", "--check"]
+    monkeypatch.setattr(sys, "argv", argv)
+    eval_blocks.main()
+    result = json.loads(capsys.readouterr().out)
+    assert (result["settings"]["queries"], result["settings"]["gallery"]) == (92, 54)  # 0.1% of 92,291 x 54,151
+    assert result["block_matrix_mb"] == round(40 * 54 * 4 / 1e6, 1)
+    for name in ("float", "itq16"):
+        assert result[name]["equals_whole_matrix"] and result[name]["max_abs_diff_vs_one_product"] < 1e-6
+        assert 0.05 < result[name]["map@all[exact]"] < 1  # class-clustered embeddings: above the chance level
+    assert result["extrapolated_full_s"]["note"] == "extrapolated, not measured"

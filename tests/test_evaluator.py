@@ -118,9 +118,15 @@ def test_views_and_learned_score_and_codes(protocol, tmp_path):
     )
     variables = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
     data = _data()
-    evaluator = Evaluator(method, model, data, _config(), sharding.make_mesh())
+    config = _config()
+    config.eval.query_block = 5  # the 12 (or 8) queries are scored in blocks of 5 rows at most
+    evaluator = Evaluator(method, model, data, config, sharding.make_mesh())
     state = type("State", (), {"params": variables["params"], "model_state": {}, "step": jnp.int32(7)})()
+    scored, similarity = [], evaluator.similarity
+    evaluator.similarity = lambda v, q, g: scored.append(len(q)) or similarity(v, q, g)
     report = evaluator.run(state, str(tmp_path), tag="t")
+    blocks = [min(5, len(evaluator.sets.queries) - start) for start in range(0, len(evaluator.sets.queries), 5)]
+    assert scored == [n for n in blocks for _ in range(2)] + [8, 8]  # then the grid's 8 rows alone, both views
 
     sets = get_protocol(protocol).sets(data)
 

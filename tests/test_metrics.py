@@ -450,3 +450,14 @@ def test_itq_conventions():
     np.testing.assert_array_equal(q1, metrics.fit_itq(queries, 8, seed=1).encode(queries))
     with pytest.raises(ValueError, match="ITQ convention"):
         metrics.itq_codes(queries, gallery, 8, "query")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_descending_order_is_the_stable_argsort(dtype):
+    rng = np.random.default_rng(9)
+    scores = np.round(rng.standard_normal((6, 500)), 1).astype(dtype)  # many ties, negative and positive
+    scores[:, :40] = rng.choice([np.inf, -np.inf, 0.0, -0.0, np.finfo(dtype).max, -np.finfo(dtype).tiny], (6, 40))
+    block = metrics.ranking._sortable(scores)
+    expected = np.array([ref_order(list(row)) for row in block])
+    np.testing.assert_array_equal(metrics.ranking._descending_order(block), expected)
+    np.testing.assert_array_equal(metrics.rank(scores), expected)

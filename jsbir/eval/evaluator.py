@@ -3,19 +3,23 @@
 Embeddings come from the method's jitted ``embed`` on batches sharded over the mesh, one pass per test-time view,
 gathered to the host and scored in plain numpy by ``jsbir.metrics``. Scores are the dot product of the embeddings
 (cosine, since methods L2-normalise) or the method's learned ``score``, averaged over views, and re-ranked when
-``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). A run over a
-pretrained backbone is also scored by that backbone's own features, untrained (``frozen/`` metrics), and its
-ranking score may fuse them in at a weight validation chooses (``jsbir.eval.frozen``). Beside the float
-embedding every report gives ITQ codes fitted on the gallery's embeddings and, for methods that learn them, the
-method's own codes, each ranked by Hamming distance, with the bytes each gallery item takes. Codes of both kinds
-come from the first (plain) view. Only process 0 writes ``report.json`` and the retrieval grid.
+``config.eval.rerank`` asks (``jsbir.eval.rerank``: diffusion over the gallery's neighbour graph). They are scored
+and ranked ``config.eval.query_block`` queries at a time (``Protocol.metrics_blocked``), so memory is bounded by a
+block; only re-ranking, which mixes whole rows, holds the whole matrix. A run over a pretrained backbone is also
+scored by that backbone's own features, untrained (``frozen/`` metrics), and its ranking score may fuse them in at a
+weight validation chooses (``jsbir.eval.frozen``). Beside the float embedding every report gives ITQ codes fitted
+on the gallery's embeddings and, for methods that learn them, the method's own codes, each ranked by Hamming
+distance, with the bytes each gallery item takes. Codes of both kinds come from the first (plain) view. Only
+process 0 writes ``report.json`` and the retrieval grid.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -25,6 +29,8 @@ from jsbir import metrics, sharding
 from jsbir.data import pipeline
 from jsbir.data.types import Images, SbirData
 from jsbir.eval import frozen, grid, protocols, report, rerank
+
+RowScores = Callable[[slice], np.ndarray]  # the (rows, N) scores of the queries ``rows`` against the gallery
 
 
 class Evaluator:
@@ -107,11 +113,18 @@ class Evaluator:
             [np.asarray(self._score(variables, queries[i : i + step], gallery)) for i in range(0, len(queries), step)]
         ).astype(np.float32)
 
-    def view_scores(self, variables: Any, q_views: list[np.ndarray], g_views: list[np.ndarray]) -> np.ndarray:
-        """(Q, N) float32 scores of the float embeddings: :meth:`similarity` averaged over the views."""
-        scores = self.similarity(variables, q_views[0], g_views[0])
+    def view_scores(
+        self,
+        variables: Any,
+        q_views: list[np.ndarray],
+        g_views: list[np.ndarray],
+        rows: slice | np.ndarray = slice(None),
+    ) -> np.ndarray:
+        """(Q, N) float32 scores of the float embeddings of the queries ``rows`` (a slice or indices; all by default):
+        :meth:`similarity` averaged over the views."""
+        scores = self.similarity(variables, q_views[0][rows], g_views[0])
         for q, g in zip(q_views[1:], g_views[1:], strict=True):
-            scores += self.similarity(variables, q, g)
+            scores += self.similarity(variables, q[rows], g)
         return scores / len(q_views)
 
     def domain_accuracy(self, variables: Any) -> dict[str, float]:
@@ -139,36 +152,42 @@ class Evaluator:
         if self._frozen is None:
             return {}
         if self._frozen_metrics is None:
-            scores = self._frozen.scores(self.sets.queries, self.sets.gallery)
-            values = self.protocol.metrics(scores, self.sets, self.config.eval)
+            rows = self._frozen.score_rows(self.sets.queries, self.sets.gallery)
+            values = self.protocol.metrics_blocked(rows, self.sets, self.config.eval)
             self._frozen_metrics = {frozen.PREFIX + k: v for k, v in values.items() if not k.endswith("[chance]")}
         return self._frozen_metrics
 
-    def fused(self, learned: np.ndarray, weight: float | None) -> tuple[np.ndarray, float, dict[str, float]]:
-        """The ranking scores of the (Q, N) ``learned`` scores fused with the frozen baseline's, the weight, and the
-        learned scores' own metrics when the weight is not 0 (``learned/`` keys).
+    def fused(self, learned: RowScores, weight: float | None) -> tuple[RowScores, float, dict[str, float]]:
+        """The ranking scores (``rows -> scores``) of the ``learned`` ones fused with the frozen baseline's, the
+        weight, and the learned scores' own metrics when the weight is not 0 (``learned/`` keys).
 
         ``weight`` None: 0, unless fusion is on and this is the validation split, where the weight of
         ``frozen.FUSION_WEIGHTS`` that scores best by :meth:`select_metric` is chosen (a tie keeps the smaller).
         """
         if self.fusion == "off" or self._frozen is None or (weight is None and self.split != "validation"):
             return learned, 0.0, {}
-        baseline = self._frozen.scores(self.sets.queries, self.sets.gallery)
+        baseline = self._frozen.score_rows(self.sets.queries, self.sets.gallery)
+
+        def fused_rows(w: float) -> RowScores:
+            return lambda rows: frozen.fuse(learned(rows), baseline(rows), w)
+
         if weight is None:
             metric, best = self.select_metric(), -np.inf
             for w in frozen.FUSION_WEIGHTS:
-                value = self.protocol.metrics(frozen.fuse(learned, baseline, w), self.sets, self.config.eval)[metric]
+                value = self.protocol.metrics_blocked(fused_rows(w), self.sets, self.config.eval)[metric]
                 if value > best:
                     weight, best = w, value
         if not weight:
             return learned, 0.0, {}
-        values = self.protocol.metrics(learned, self.sets, self.config.eval)
+        values = self.protocol.metrics_blocked(learned, self.sets, self.config.eval)
         own = {f"learned/{k}": v for k, v in values.items() if not k.endswith("[chance]")}
-        return frozen.fuse(learned, baseline, weight), float(weight), own
+        return fused_rows(weight), float(weight), own
 
     def _hamming_metrics(self, prefix: str, q: np.ndarray, g: np.ndarray, bits: int) -> dict[str, float]:
-        scores = metrics.hamming_scores(metrics.pack_codes(q), metrics.pack_codes(g), bits)
-        values = self.protocol.metrics(scores, self.sets, self.config.eval)
+        packed_q, packed_g = metrics.pack_codes(q), metrics.pack_codes(g)
+        values = self.protocol.metrics_blocked(
+            lambda rows: metrics.hamming_scores(packed_q[rows], packed_g, bits), self.sets, self.config.eval
+        )
         return {f"{prefix}/{k}": v for k, v in values.items() if not k.endswith("[chance]")}
 
     def run(
@@ -193,12 +212,18 @@ class Evaluator:
         q_views, q_codes = self.encode(variables, sets.queries, "sketch")
         g_views, g_codes = self.encode(variables, sets.gallery, "photo")
         t1 = time.perf_counter()
-        scores, weight, learned = self.fused(self.view_scores(variables, q_views, g_views), fusion_weight)
-        t_rerank = time.perf_counter()
+        learned_rows = functools.partial(self.view_scores, variables, q_views, g_views)
+        score_rows, weight, learned = self.fused(learned_rows, fusion_weight)
+        t_rerank = 0.0
         if self._rerank is not None:
-            scores = self._rerank(scores, sets.gallery, g_views)
-        t_rerank = time.perf_counter() - t_rerank
-        values = self.protocol.metrics(scores, sets, cfg.eval)
+            # Diffusion mixes every gallery column of a query's row, so it keeps the whole score matrix.
+            whole = score_rows(slice(None))
+            t_rerank = time.perf_counter()
+            whole = self._rerank(whole, sets.gallery, g_views)
+            t_rerank = time.perf_counter() - t_rerank
+            score_rows = whole.__getitem__
+        # Otherwise scored a block of queries at a time (config.eval.query_block): memory is bounded by the block.
+        values = self.protocol.metrics_blocked(score_rows, sets, cfg.eval)
         values.update(learned)
         values.update(self.frozen_metrics())
         values.update(self.domain_accuracy(variables))
@@ -266,6 +291,6 @@ class Evaluator:
                 and self.split == "test"
                 and sets.queries.image.ndim == sets.gallery.image.ndim == 4
             ):
-                picture = grid.retrieval_grid(sets, scores, cfg.eval.grid_queries, cfg.eval.grid_topk)
+                picture = grid.retrieval_grid(sets, score_rows, cfg.eval.grid_queries, cfg.eval.grid_topk)
                 picture.save(os.path.join(workdir, "retrieval_grid.png"))
         return result

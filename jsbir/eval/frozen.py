@@ -22,6 +22,7 @@ tie keeps the smaller ``w``); the test evaluation uses the chosen pair. ``"off"`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -140,15 +141,17 @@ class FrozenBaseline:
         # one view for feature datasets, which have no others
         self.views = 1 if preprocessing == "features" else views
         self.backbone = pretrained_backbone(config)["backbone"]
-        self._scores: np.ndarray | None = None
+        self._features: tuple[list[np.ndarray], list[np.ndarray]] | None = None
 
-    def scores(self, queries: Images, gallery: Images) -> np.ndarray:
-        """(Q, N) float32 cosine of the frozen features, averaged over the views (computed once)."""
-        if self._scores is None:
+    def score_rows(self, queries: Images, gallery: Images) -> Callable[[slice], np.ndarray]:
+        """``rows -> (len(rows), N)`` float32 cosine of the frozen features of the queries ``rows`` against the
+        gallery, averaged over the views (the features are read or extracted once)."""
+        if self._features is None:
             q = cached_views(self.config, self.mesh, queries, self.preprocessing, self.views, f"{self.split}_sketches")
             g = cached_views(self.config, self.mesh, gallery, self.preprocessing, self.views, f"{self.split}_photos")
-            self._scores = (sum(a @ b.T for a, b in zip(q, g, strict=True)) / len(q)).astype(np.float32)
-        return self._scores
+            self._features = (q, g)
+        q, g = self._features
+        return lambda rows: (sum(a[rows] @ b.T for a, b in zip(q, g, strict=True)) / len(q)).astype(np.float32)
 
     def describe(self) -> str:
         """One line for the report."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -15,20 +17,20 @@ def _picture(images: Images, index: int) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
-def retrieval_grid(sets: EvalSets, scores: np.ndarray, rows: int, topk: int) -> Image.Image:
+def retrieval_grid(sets: EvalSets, score_rows: Callable[[np.ndarray], np.ndarray], rows: int, topk: int) -> Image.Image:
     """A PNG-ready grid: one query sketch per row (distinct classes first), then its top-k gallery items, framed
     green when relevant and red otherwise.
 
     Args:
       sets: the evaluated queries and gallery (stored as images).
-      scores: (Q, N) similarities.
+      score_rows: ``query indices -> (len, N) similarities`` of those queries (only the shown rows are scored).
       rows: how many queries to show.
       topk: how many gallery items per query.
     """
     queries, gallery = sets.queries, sets.gallery
     _, first = np.unique(queries.label, return_index=True)
     picked = np.concatenate([np.sort(first), np.setdiff1d(np.arange(len(queries)), first)])[:rows]
-    order = metrics.rank(scores[picked])[:, :topk]
+    order = metrics.rank(score_rows(picked))[:, :topk]
     relevant = sets.relevant(picked)
     size = queries.image.shape[1]
     cell, gap = size + 6, 10

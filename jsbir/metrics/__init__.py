@@ -30,7 +30,15 @@ from jsbir.metrics.ranking import (
     precision_at_k,
     rank,
 )
-from jsbir.metrics.suite import METRIC_DESCRIPTIONS, fine_grained_metrics, retrieval_metrics
+from jsbir.metrics.suite import (
+    METRIC_DESCRIPTIONS,
+    fine_grained_metrics,
+    retrieval_metrics,
+    retrieval_per_query,
+    summarise_ranks,
+    summarise_retrieval,
+    target_ranks,
+)
 
 __all__ = [
     "AP_VARIANTS",
@@ -58,4 +66,8 @@ __all__ = [
     "precision_at_k",
     "rank",
     "retrieval_metrics",
+    "retrieval_per_query",
+    "summarise_ranks",
+    "summarise_retrieval",
+    "target_ranks",
 ]

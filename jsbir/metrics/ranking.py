@@ -68,6 +68,20 @@ def _sortable(block: np.ndarray) -> np.ndarray:
     return block + 0.0
 
 
+def _descending_order(block: np.ndarray) -> np.ndarray:
+    """``argsort(-block, axis=1, kind="stable")`` of a `_sortable` block: descending score, ties by column."""
+    if block.dtype != np.float32 or block.shape[1] >= 1 << 32:
+        return np.argsort(-block, axis=1, kind="stable")
+    # One distinct 64-bit key per item: an order-reversing image of the float32 score in the high half (sign-magnitude
+    # bits mapped to an ascending unsigned order, then complemented), the column in the low half. Sorting the keys,
+    # which numpy does with a vectorised unstable sort, is the stable ranking, several times faster than argsort.
+    bits = block.view(np.uint32)
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
+    keys = (~ascending).astype(np.uint64) << np.uint64(32) | np.arange(block.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
 def _per_query(
     scores: np.ndarray, relevant: Callable[[slice], np.ndarray], kernels: dict[str, _Kernel]
 ) -> dict[str, np.ndarray]:
@@ -75,7 +89,7 @@ def _per_query(
     out = {name: np.empty(scores.shape[0], np.float64) for name in kernels}
     for rows in _row_chunks(*scores.shape):
         block = _sortable(scores[rows])
-        order = np.argsort(-block, axis=1, kind="stable")
+        order = _descending_order(block)
         s = np.take_along_axis(block, order, axis=1)
         r = np.take_along_axis(relevant(rows), order, axis=1)
         for name, kernel in kernels.items():
@@ -151,8 +165,9 @@ def _precision_kernel(k: int, variant: str) -> _Kernel:
             kk = min(k, r.shape[1])
             return r[:, :kk].sum(axis=1) / kk
         # ZSE-SBIR precision_eval: relevance averaged over the first min(k, R) ranks; R = 0 gives NaN (dropped).
-        depth = np.minimum(k, r.sum(axis=1))
-        hits = np.take_along_axis(np.cumsum(r, axis=1), np.maximum(depth - 1, 0)[:, None], axis=1)[:, 0]
+        depth = np.minimum(k, r.sum(axis=1))  # <= min(k, N): the hits lie in the first k columns
+        top = np.cumsum(r[:, : min(k, r.shape[1])], axis=1)
+        hits = np.take_along_axis(top, np.maximum(depth - 1, 0)[:, None], axis=1)[:, 0]
         return _divide(hits, depth, np.nan)
 
     return kernel
@@ -190,7 +205,7 @@ def rank(scores: np.ndarray) -> np.ndarray:
     scores = _check_scores(scores)
     out = np.empty(scores.shape, dtype=np.intp)
     for rows in _row_chunks(*scores.shape):
-        out[rows] = np.argsort(-_sortable(scores[rows]), axis=1, kind="stable")
+        out[rows] = _descending_order(_sortable(scores[rows]))
     return out
 
 

@@ -53,6 +53,67 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+def retrieval_per_query(
+    scores: np.ndarray,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    ks: Sequence[int] = (10, 25, 100, 200),
+) -> dict[str, np.ndarray]:
+    """The per-query values behind `retrieval_metrics` (one sort per query), for any block of query rows.
+
+    Each query's values depend on its own row alone, so the values of a query x gallery matrix scored in blocks of
+    rows, concatenated, are those of the whole matrix, and `summarise_retrieval` of them gives the same numbers.
+
+    Args:
+      scores: (Q, N) similarities of Q queries (any block of rows) to the whole gallery.
+      query_labels: (Q,) class of each of those queries.
+      gallery_labels: (N,) class of each gallery item; relevant means the same class.
+      ks: cut-offs for prec@K (mAP@200 is always at 200).
+
+    Returns:
+      (Q,) float64 arrays: "ap[exact]", "ap[stable]", "ap[voc]" (NaN for a query with no relevant item),
+      "map@200[<variant>]", "prec@K[<variant>]" (NaN where the convention drops the query) and "positives" (the
+      query's relevant items).
+    """
+    scores = _check_scores(scores)
+    queries, gallery = np.asarray(query_labels), np.asarray(gallery_labels)
+    if queries.shape != scores.shape[:1] or gallery.shape != scores.shape[1:]:
+        raise ValueError(f"label shapes {queries.shape}, {gallery.shape} vs scores {scores.shape}")
+    kernels: dict[str, _Kernel] = {f"ap[{v}]": _ap_kernel(v) for v in AP_VARIANTS}
+    kernels.update({f"map@200[{v}]": _map_at_k_kernel(200, v) for v in MAP_AT_K_VARIANTS})
+    for k in ks:
+        kernels.update({f"prec@{k}[{v}]": _precision_kernel(k, v) for v in PRECISION_VARIANTS})
+    kernels["positives"] = lambda s, r: r.sum(axis=1)
+    return _per_query(scores, lambda rows: queries[rows, None] == gallery[None, :], kernels)
+
+
+def summarise_retrieval(
+    per_query: dict[str, np.ndarray], query_labels: np.ndarray, gallery_size: int
+) -> dict[str, float]:
+    """Every category-level metric from the per-query values of all queries (`retrieval_per_query`).
+
+    Args:
+      per_query: `retrieval_per_query`'s arrays for every query, in query order (other keys are ignored).
+      query_labels: (Q,) class of each query (for the per-class mean).
+      gallery_size: N, the gallery's size (for the chance level).
+
+    Returns:
+      The dict `retrieval_metrics` returns.
+    """
+    voc = per_query["ap[voc]"]
+    out = {
+        "map@all[exact]": _mean(np.nan_to_num(per_query["ap[exact]"], nan=0.0), drop_nan=False),
+        "map@all[stable]": _mean(np.nan_to_num(per_query["ap[stable]"], nan=0.0), drop_nan=False),
+        "map@all[voc,drop-empty]": _mean(voc, drop_nan=True),
+        "map@all[class-mean]": _class_mean(voc, np.asarray(query_labels)),
+    }
+    for name, values in per_query.items():
+        if name.startswith(("map@200[", "prec@")):
+            out[name] = _mean(values, drop_nan=True)  # "sake" and "min" are NaN for a query with no relevant item
+    out["map@all[chance]"] = float(np.mean(_expected_random_ap(per_query["positives"], gallery_size)))
+    return out
+
+
 def retrieval_metrics(
     scores: np.ndarray,
     query_labels: np.ndarray,
@@ -72,27 +133,38 @@ def retrieval_metrics(
       "map@200[sempcyc]", "map@200[sake]", "map@200[yelamarthi]", "prec@K[k]" and "prec@K[min]"
       for each K in ks, and "map@all[chance]", each a float.
     """
-    scores = _check_scores(scores)
-    queries, gallery = np.asarray(query_labels), np.asarray(gallery_labels)
-    if queries.shape != scores.shape[:1] or gallery.shape != scores.shape[1:]:
-        raise ValueError(f"label shapes {queries.shape}, {gallery.shape} vs scores {scores.shape}")
-    kernels: dict[str, _Kernel] = {v: _ap_kernel(v) for v in AP_VARIANTS}
-    kernels.update({f"map@200[{v}]": _map_at_k_kernel(200, v) for v in MAP_AT_K_VARIANTS})
-    for k in ks:
-        kernels.update({f"prec@{k}[{v}]": _precision_kernel(k, v) for v in PRECISION_VARIANTS})
-    kernels["positives"] = lambda s, r: r.sum(axis=1)
-    per = _per_query(scores, lambda rows: queries[rows, None] == gallery[None, :], kernels)
+    per = retrieval_per_query(scores, query_labels, gallery_labels, ks)
+    return summarise_retrieval(per, query_labels, np.shape(scores)[1])
 
-    out = {
-        "map@all[exact]": _mean(np.nan_to_num(per.pop("exact"), nan=0.0), drop_nan=False),
-        "map@all[stable]": _mean(np.nan_to_num(per.pop("stable"), nan=0.0), drop_nan=False),
-        "map@all[voc,drop-empty]": _mean(per["voc"], drop_nan=True),
-        "map@all[class-mean]": _class_mean(per.pop("voc"), queries),
-    }
-    positives = per.pop("positives")
-    for name, values in per.items():
-        out[name] = _mean(values, drop_nan=True)  # "sake" and "min" are NaN for a query with no relevant item
-    out["map@all[chance]"] = float(np.mean(_expected_random_ap(positives, scores.shape[1])))
+
+def target_ranks(scores: np.ndarray, target_index: np.ndarray) -> np.ndarray:
+    """The 0-based stable rank of each query's own gallery item, for any block of query rows.
+
+    Args:
+      scores: (Q, N) similarities.
+      target_index: (Q,) int gallery index of each query's own item.
+
+    Returns:
+      (Q,) int64 ranks: items of strictly higher score, then tied items of lower gallery index, come first.
+    """
+    return _target_ranks(scores, target_index)
+
+
+def summarise_ranks(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """acc@K, and the mean and median rank, from every query's `target_ranks`.
+
+    Args:
+      ranks: (Q,) 0-based stable ranks of the queries' own items.
+      ks: cut-offs.
+
+    Returns:
+      The dict `fine_grained_metrics` returns.
+    """
+    for k in ks:
+        _check_k(k)
+    out = {f"acc@{k}": float(np.mean(ranks < k)) for k in ks}
+    out["rank[mean]"] = float(np.mean(ranks + 1))
+    out["rank[median]"] = float(np.median(ranks + 1))
     return out
 
 
@@ -112,8 +184,4 @@ def fine_grained_metrics(
     """
     for k in ks:
         _check_k(k)
-    ranks = _target_ranks(scores, target_index)
-    out = {f"acc@{k}": float(np.mean(ranks < k)) for k in ks}
-    out["rank[mean]"] = float(np.mean(ranks + 1))
-    out["rank[median]"] = float(np.median(ranks + 1))
-    return out
+    return summarise_ranks(_target_ranks(scores, target_index), ks)
