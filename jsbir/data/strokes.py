@@ -6,7 +6,8 @@ float array of points, absolute x and y on a 256 x 256 canvas and a pen-lift fla
 each stroke.
 
 :func:`read_stroke_file` reads such a file with a ``pickle.Unpickler`` whose ``find_class`` admits only what
-numpy arrays and scalars are rebuilt from (``_reconstruct``, ``ndarray``, ``dtype``, ``scalar``, ``_frombuffer``).
+numpy arrays and scalars are rebuilt from (``_reconstruct``, ``ndarray``, ``dtype``, ``scalar``, ``_frombuffer``, and
+``_codecs.encode`` limited to latin1 strings, which protocol 2 writes an array's bytes with).
 Any other global (``posix.system``, ``builtins.eval``, ...) stops the load with :class:`UnsafePickleError` naming the
 file and the global, before anything runs: pickle resolves a global before it can call it.
 
@@ -42,7 +43,14 @@ _NUMPY_GLOBALS = frozenset(
         (f"{core}.multiarray", "scalar"),
         (f"{core}.numeric", "_frombuffer"),
     )
-) | {("numpy", "ndarray"), ("numpy", "dtype")}
+) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # protocol 2 writes bytes via _codecs.encode
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for an array's bytes, limited to that use."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise UnsafePickleError(f"_codecs.encode with {encoding!r}: only latin1 strings are admitted")
+    return text.encode("latin1")
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -67,8 +75,18 @@ class _NumpyUnpickler(pickle.Unpickler):
             )
         if module == "numpy":
             return getattr(np, name)
-        # numpy 2 keeps numpy.core as a deprecated alias of numpy._core: resolve in numpy._core directly
-        return getattr(importlib.import_module(module.replace("numpy.core", "numpy._core", 1)), name)
+        if module == "_codecs":
+            return _latin1
+        # numpy 2 keeps numpy.core as a deprecated alias of numpy._core (resolve there); numpy 1 has numpy.core only
+        for candidate in (
+            module.replace("numpy.core", "numpy._core", 1),
+            module.replace("numpy._core", "numpy.core", 1),
+        ):
+            try:
+                return getattr(importlib.import_module(candidate), name)
+            except ImportError:
+                continue
+        raise UnsafePickleError(f"{self._where}: {module}.{name} is not in this numpy")
 
 
 def read_stroke_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -144,7 +162,9 @@ def rasterise(
     draw = ImageDraw.Draw(image)
     radius = width / 2
     for stroke in strokes:
-        xy = [(float(x), float(y)) for x, y in np.asarray(stroke, np.float64)[:, :2] * scale]
+        # PIL centres a width-w line on integer pixel indices; a coordinate c covers [c - w/2, c + w/2) when it is
+        # drawn at index c - 0.5 (pixel i spans [i, i + 1)), so the raster is symmetric about the true coordinate
+        xy = [(float(x), float(y)) for x, y in np.asarray(stroke, np.float64)[:, :2] * scale - 0.5]
         if len(xy) > 1:
             draw.line(xy, fill=0, width=int(round(width)))
         for x, y in xy:  # round joints and caps; a one-point stroke is a dot
