@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from configs import common
-from jsbir.data import get_dataset, records, strokes
+from jsbir.data import get_dataset, pipeline, records, strokes
 from jsbir.data.builders import manual, qmul
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -161,6 +162,11 @@ def _stroke_set(root: Path) -> dict[str, np.ndarray]:
     return sketches
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _ids_images(images):
     return images.instance_id, images.image
 
@@ -232,3 +238,37 @@ def test_qmul_chairs_v2(tmp_path):
     assert set(held.val_sketches.instance_id.tolist()) == val
     assert not val & set(held.train_sketches.instance_id.tolist())
     assert not val & set(held.test_photos.instance_id.tolist())
+
+
+def test_stroke_augmentation_in_the_training_stream(tmp_path):
+    _stroke_set(tmp_path / "chairs")
+    config = _config(tmp_path, tmp_path / "chairs")
+    config.stroke_drop = 1.0  # every sketch keeps exactly one of its strokes
+    data = get_dataset(config)
+    images = data.train_sketches.image
+    assert isinstance(images, strokes.StrokeImages)
+    plain = np.asarray(get_dataset(_config(tmp_path, tmp_path / "chairs")).train_sketches.image)
+    np.testing.assert_array_equal(np.asarray(images), plain)  # the plain rasters are the prepared ones
+    np.testing.assert_array_equal(np.asarray(images[np.array([2, 0])]), plain[[2, 0]])
+    # the three training sketches: [line (2 strokes), line[:2] (1 stroke), line[1:] (2 strokes)] in some order
+    reader, plain_reader = pipeline._row_reader(data.train_sketches, True), pipeline._row_reader(data.train_sketches)
+    one_stroke = 0
+    for row in range(3):
+        key = tf.constant([5, 17 + row], tf.int64)
+        drawn = reader(tf.constant(row), key).numpy()
+        np.testing.assert_array_equal(drawn, images.augmented(row, np.array([5, 17 + row])))  # the key seeds it
+        np.testing.assert_array_equal(plain_reader(tf.constant(row), key).numpy(), plain[row])
+        one_stroke += int(np.array_equal(drawn, plain[row]))
+        assert (drawn >= plain[row]).all() and (drawn < 255).any()  # a subset of the sketch's ink, never blank
+    assert one_stroke == 1  # only the one-stroke sketch comes out as it is
+    stream = pipeline.train_batches(
+        data.train_sketches, data.train_photos, sampler="instance_triplets", global_batch=2, seed=3
+    )
+    assert next(stream)["sketch"].shape[0] == 2
+    pngs = tmp_path / "ShoeV2"  # the PNG layout has no strokes
+    for split in ("train", "test"):
+        Image.new("RGB", (8, 8)).save(_mkdir(pngs / f"{split}B") / "p.png")
+        Image.new("RGB", (8, 8)).save(_mkdir(pngs / f"{split}A") / "p_1.png")
+    config.root, config.data_dir = str(pngs), str(tmp_path / "tfds2")
+    with pytest.raises(ValueError, match="stroke_drop / stroke_jitter need vector sketches"):
+        get_dataset(config)

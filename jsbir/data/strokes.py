@@ -212,3 +212,67 @@ def augmented_raster(
     uint8 (size, size, 3) RGB (the layout of every prepared image)."""
     strokes = jitter_strokes(drop_strokes(split_strokes(points), drop_rate, rng), jitter, rng)
     return np.repeat(rasterise(strokes, size)[..., None], 3, axis=-1)
+
+
+class StrokeImages:
+    """Rasterised training sketches that keep their vector form, so the training stream can draw each example with
+    stroke dropout and jitter (:meth:`augmented`).
+
+    Behaves as the (N, size, size, 3) uint8 array of the plain rasters where the data layer needs one (``len``,
+    ``shape``, ``ndim``, ``dtype``; indexing with a slice, integer array or mask selects rows and returns another
+    ``StrokeImages``; an integer, a tuple or ``numpy.asarray`` reads the plain rasters), which come from ``plain``
+    (e.g. the prepared records' ``RecordImages``, the same rasters) when given, else are drawn here.
+
+    Args:
+      sketches: each row's (N, 3) points (x, y, pen lift) on the 256 canvas.
+      size: the raster side.
+      drop_rate: :func:`drop_strokes`' rate.
+      jitter: :func:`jitter_strokes`' sigma in canvas pixels.
+      plain: optional array-like of the plain rasters, row-aligned with ``sketches``.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, sketches: Sequence[np.ndarray], size: int, *, drop_rate: float, jitter: float, plain=None):
+        if plain is not None and len(plain) != len(sketches):
+            raise ValueError(f"{len(sketches)} vector sketches but {len(plain)} plain rasters")
+        self._sketches, self._plain = list(sketches), plain
+        self.size, self.drop_rate, self.jitter = size, drop_rate, jitter
+        self.shape = (len(self._sketches), size, size, 3)
+        drop_strokes([], drop_rate, np.random.default_rng(0))  # validate the settings now, not inside tf.data
+        jitter_strokes([], jitter, np.random.default_rng(0))
+
+    def __len__(self) -> int:
+        return len(self._sketches)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):  # (rows, then pixels), as numpy
+            rows, pixels = key[0], key[1:]
+            if isinstance(rows, (int, np.integer)):
+                return self[rows][pixels]
+            return np.asarray(self[rows])[(slice(None), *pixels)]
+        if isinstance(key, (int, np.integer)):
+            if self._plain is not None:
+                return np.asarray(self._plain[int(key)])
+            return augmented_raster(self._sketches[key], self.size, np.random.default_rng(0))
+        rows = np.arange(len(self))[key]
+        plain = None if self._plain is None else self._plain[rows]
+        chosen = [self._sketches[i] for i in rows]
+        return StrokeImages(chosen, self.size, drop_rate=self.drop_rate, jitter=self.jitter, plain=plain)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        del copy  # always a new array
+        if self._plain is not None:
+            out = np.asarray(self._plain)
+        else:
+            out = np.zeros(self.shape, np.uint8)
+            for i in range(len(self)):
+                out[i] = self[i]
+        return out if dtype is None else out.astype(dtype)
+
+    def augmented(self, row: int, key: np.ndarray) -> np.ndarray:
+        """Row ``row`` drawn with stroke dropout and jitter, the randomness a pure function of ``key`` (the training
+        stream's per-example (seed, position) pair), uint8 (size, size, 3)."""
+        rng = np.random.default_rng([int(k) % (1 << 63) for k in np.ravel(key)] + [0x5712])
+        return augmented_raster(self._sketches[int(row)], self.size, rng, drop_rate=self.drop_rate, jitter=self.jitter)
