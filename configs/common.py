@@ -170,6 +170,10 @@ def data_config(dataset: str = "synthetic", size: int = 64) -> ml_collections.Co
     data.skip_corrupt = False  # skip (and log) undecodable images instead of failing
     data.subset = ""  # QMUL: "shoes"/"chairs" (V1 file prefix) or the V2 class name; "" = the only one
     data.max_per_class = 1000  # quickdraw_raw: drawings read per class (0 = all)
+    # qmul_v2 stroke files: training sketches redrawn per example with each stroke dropped with this probability
+    # (at least one kept) and shifted by N(0, stroke_jitter^2) canvas pixels per axis (jsbir/data/strokes.py)
+    data.stroke_drop = 0.0
+    data.stroke_jitter = 0.0
     data.feature_dim = 0  # features: the dimension every feature file must have (0 = the files' own)
     # Photos -> edge maps before training (jsbir/data/edges.py): none | hed | classical (Canny, needs no weights)
     data.photo_edges = "none"

@@ -17,10 +17,12 @@ first (``data.photo_edges``, for ``sketchy_pairs``' colour photos; HED needs ``p
 see docs/methods/dssa.md).
 
 Datasets: ``synthetic`` (the embedded set: each sketch's own photo among the test photos of its class), ``qmul_v1``
-(Shoe-V1 or Chair-V1, ``--config.data.subset=shoes|chairs`` when a folder holds both), ``qmul_v2`` (its edge maps)
-and ``sketchy_pairs`` (Sketchy's sketches with their own photos, divided by photo within each class). Steps
-and checkpoints are chosen on training pairs held out from the training set (``data.val_fraction``), never on the
-test pairs.
+(Shoe-V1 or Chair-V1, ``--config.data.subset=shoes|chairs`` when a folder holds both), ``qmul_v2`` (Shoe-V2 or
+Chair-V2: PNG folders, or photo/ and a stroke pickle, e.g. ``dataset=qmul_v2,root=../shared/data/qmul_chairs_v2``;
+RGB photos unless ``edges=``; ``--config.data.stroke_drop=0.2 --config.data.stroke_jitter=2`` redraw the training
+sketches from their strokes) and ``sketchy_pairs`` (Sketchy's sketches with their own photos, divided by photo
+within each class). Steps and checkpoints are chosen on training pairs held out from the training set
+(``data.val_fraction``), never on the test pairs.
 """
 
 import ml_collections

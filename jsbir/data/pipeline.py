@@ -11,7 +11,9 @@ rows ``[p * b, (p + 1) * b)`` of every global batch, where ``b = global_batch //
 Images that stay in the prepared records (``jsbir.data.records.RecordImages``, every dataset the builders prepare)
 are read and decoded per example inside the parallel map, only for this process's rows, so host memory holds the
 stream's buffers whatever the dataset's size; arrays already in memory (feature vectors, edge maps) are gathered.
-Evaluation batches read only their own rows too.
+Evaluation batches read only their own rows too. Vector sketches (``jsbir.data.strokes.StrokeImages``, the QMUL-V2
+stroke layout with ``config.data.stroke_drop`` or ``stroke_jitter``) are drawn per example inside the map, with stroke
+dropout and jitter seeded by the example's key, before the preprocessor's own augmentation.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from jsbir.data import preprocess, records, samplers
+from jsbir.data import preprocess, records, samplers, strokes
 from jsbir.data.types import Images
 
 _EPOCHS = 1 << 40  # an endless stream; steps, not epochs, end training
@@ -41,15 +43,29 @@ def example_batch(sampler: str, preprocessing: str, stored_shape: tuple[int, ...
     return {**batch, **{key: np.zeros((1,), np.int32) for key in ("label", *chosen.row_keys)}}
 
 
-def _row_reader(images: Images) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A tf function from a row index to that row's stored example: a gather from host memory, or, for images that
-    stay in the prepared records, a read of the row's PNG bytes and a decode inside tf.data (parallel, no GIL)."""
+def _row_reader(images: Images, augment: bool = False) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """A tf function from (row index, example key) to that row's stored example: a gather from host memory; for
+    images that stay in the prepared records, a read of the row's PNG bytes and a decode inside tf.data (parallel,
+    no GIL); for vector sketches (``strokes.StrokeImages``) with ``augment``, the row drawn with stroke dropout and
+    jitter seeded by the key (else its plain raster)."""
+    if isinstance(images.image, strokes.StrokeImages):
+        shape = images.image.shape[1:]
+        if augment:
+            draw = images.image.augmented
+        else:
+            plain = images.image
+
+            def draw(row, key):
+                return plain[int(row)]
+
+        return lambda row, key: tf.ensure_shape(tf.numpy_function(draw, [row, key], tf.uint8, stateful=False), shape)
     if not isinstance(images.image, records.RecordImages):
         items = tf.constant(images.image)
-        return lambda row: tf.gather(items, row)
+        return lambda row, key: tf.gather(items, row)
     shape = images.image.shape[1:]
 
-    def read(row):
+    def read(row, key):
+        del key  # stored images read the same whatever the example
         data = tf.numpy_function(images.image.encoded, [row], tf.string, stateful=False)
         return tf.ensure_shape(tf.io.decode_png(data, channels=shape[-1]), shape)
 
@@ -98,7 +114,7 @@ def train_batches(
     local = global_batch // process_count
     pick = chosen.build(sketches, photos)
 
-    sketch_at, photo_at = _row_reader(sketches), _row_reader(photos)
+    sketch_at, photo_at = _row_reader(sketches, augment), _row_reader(photos, augment)
     sketch_labels = tf.constant(sketches.label.astype(np.int32))
     n = len(sketches)
     start = start_step * global_batch
@@ -111,9 +127,9 @@ def train_batches(
 
     def load(index, position):
         key = tf.stack([tf.cast(seed, tf.int64), position])
-        example = {"sketch": prep.train(sketch_at(index), key + tf.constant([1, 0], tf.int64), augment)}
+        example = {"sketch": prep.train(sketch_at(index, key), key + tf.constant([1, 0], tf.int64), augment)}
         for i, (name, row) in enumerate(pick(index, key).items()):
-            example[name] = prep.train(photo_at(row), key + tf.constant([2 + i, 0], tf.int64), augment)
+            example[name] = prep.train(photo_at(row, key), key + tf.constant([2 + i, 0], tf.int64), augment)
             if chosen.rows:
                 example[f"{name}_row"] = tf.cast(row, tf.int32)
         example["label"] = sketch_labels[index]

@@ -24,7 +24,9 @@ image to one tfds split; the division happens here, from ``config.data``:
 Fine-grained sets (``qmul_v1``, ``qmul_v2``): the official train/test files are kept, split ``official``. There is
 one class, so seen/unseen carries no meaning; the class is marked both seen (training uses the train pairs) and
 unseen (the evaluator's query/gallery selection takes the test pairs), and ``instance_id`` pairs each sketch with its
-photo, so acc@K is computed.
+photo, so acc@K is computed. With ``qmul_v2``'s stroke layout (Chair-V2, Shoe-V2 as the SketchX code bases give them),
+``stroke_drop`` (each stroke's drop probability) or ``stroke_jitter`` (each stroke's random shift, canvas pixels)
+above 0 make the training sketches ``strokes.StrokeImages``: the training stream redraws each one from its strokes.
 
 ``sketchy_pairs``: Sketchy's instance pairs, fine-grained: the photos that have sketches, with those sketches (every
 other image is left out). Every class is both seen and unseen, as for QMUL; the pairs of each class are divided by
@@ -34,6 +36,7 @@ the test photos of its class (the ``fine_grained`` protocol).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import zlib
 from collections.abc import Callable
@@ -42,10 +45,10 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from jsbir.data import semantics, splits
+from jsbir.data import semantics, splits, strokes
 from jsbir.data.builders import manual, qmul, quickdraw, quickdraw_raw, sketchy, tuberlin
 from jsbir.data.records import load_split, tfds_data_dir
-from jsbir.data.types import DatasetInfo, SbirData, split_modalities
+from jsbir.data.types import DatasetInfo, Images, SbirData, split_modalities
 
 # name -> (builder class, default split; "" means random 20% of the classes)
 _ZERO_SHOT: dict[str, tuple[type[manual.ManualSbirBuilder], str]] = {
@@ -65,6 +68,8 @@ _DEFAULTS = {
     "subset": "",
     "max_per_class": 1000,
     "classes": "",
+    "stroke_drop": 0.0,
+    "stroke_jitter": 0.0,
 }
 
 
@@ -228,10 +233,28 @@ def fine_grained(config: Any, name: str) -> SbirData:
             raise ValueError(f"{config.root} holds QMUL-V1 subsets {list(found)}: choose one with config.data.subset")
         subset = found[0] if found else ""
     builder = _prepare(name, builder_cls, qmul.make_config(config.image_size, subset), config)
-    train_sketches, train_photos = split_modalities(load_split(builder, "train"))
+    train = load_split(builder, "train")
+    train_sketches, train_photos = split_modalities(train)
+    drop, jitter = _opt(config, "stroke_drop"), _opt(config, "stroke_jitter")
+    if drop or jitter:
+        train_sketches = _with_strokes(config, name, train, train_sketches, drop, jitter)
     test_sketches, test_photos = split_modalities(load_split(builder, "test"))
     info = _info(config, builder, "official", (0,), (0,))
     return SbirData(info, train_sketches, train_photos, test_sketches, test_photos)
+
+
+def _with_strokes(config: Any, name: str, train: dict, sketches: Images, drop: float, jitter: float) -> Images:
+    """The training sketches as ``strokes.StrokeImages``: their vector forms re-read from the stroke file, so that
+    the training stream draws them with stroke dropout and jitter (``config.data.stroke_drop``, ``stroke_jitter``)."""
+    if name != "qmul_v2" or not qmul.stroke_files(config.root):
+        raise ValueError(
+            f"config.data.stroke_drop / stroke_jitter need vector sketches: the QMUL-V2 stroke layout (photo/ and a "
+            f"<Set>V2_Coordinate file), not {name} at {config.root}"
+        )
+    names = _strings(train["file_name"])[np.asarray(train["modality"]) == manual.SKETCH]
+    vectors = qmul.stroke_sketches(config.root, names)
+    image = strokes.StrokeImages(vectors, config.image_size, drop_rate=drop, jitter=jitter, plain=sketches.image)
+    return dataclasses.replace(sketches, image=image)
 
 
 def sketchy_pairs(config: Any) -> SbirData:

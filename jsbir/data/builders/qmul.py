@@ -22,6 +22,21 @@ V2 (Yu et al., IJCV 2021: QMUL-Shoe-V2, QMUL-Chair-V2)::
 A sketch pairs with the photo of the same split whose stem it starts with (``<photo stem>_<k>`` or the stem
 itself); one without a photo gets -1. The class name is ``config.data.subset`` or else the root folder's name
 without a trailing "v2" ("ShoeV2" -> "shoe").
+
+V2 as the SketchX fine-grained code bases distribute it (e.g. ../shared/data/qmul_chairs_v2), chosen when the root
+holds ``photo/`` and a ``*_Coordinate`` file::
+
+    photo/<photo>.png             RGB photos
+    ChairV2_Coordinate            pickled dict: "/train/<photo>_<k>" or "/test/<photo>_<k>" -> (N, 3) float array of
+                                  x, y on a 256 canvas and a pen-lift flag (jsbir.data.strokes)
+
+The pickle is read by :func:`jsbir.data.strokes.read_stroke_file` (numpy arrays only; any other global is refused
+before it runs). Each sketch is rasterised at the config's size by :func:`jsbir.data.strokes.rasterise`: black strokes
+3 canvas pixels wide (``strokes.LINE_WIDTH``), round joints, drawn at 4x and box-reduced (antialiased). The split
+comes from the key, each photo is its own instance (the split of its sketches; a photo no sketch names is left out),
+and the sketch's ``file_name`` is ``<stroke file>/<split>/<name>``, the file and key its vector form is re-read from
+(:func:`stroke_sketches`). The class name is ``config.data.subset`` or else the file's prefix without "V2_Coordinate"
+("ChairV2_Coordinate" -> "chair").
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jsbir.data import matfile
+from jsbir.data import matfile, strokes
 from jsbir.data.builders import manual
 
 _V1_FILE = re.compile(r"^(.+)_(sketch|edge)_db_(train|test)\.mat$")
@@ -151,11 +166,14 @@ class QmulV2(manual.ManualSbirBuilder):
     """
 
     def scan(self, root: Path):
+        if (root / "photo").is_dir() and stroke_files(root):
+            return self._scan_strokes(root)
         folders = [root / f"{split}{side}" for split in self.SPLITS for side in "AB"]
         missing = [p.name for p in folders if not p.is_dir()]
         if missing:
             raise manual.LayoutError(
-                f"{root} is not a QMUL-V2 folder: expected trainA/, trainB/, testA/, testB/; missing {missing}"
+                f"{root} is not a QMUL-V2 folder: expected trainA/, trainB/, testA/, testB/ (or photo/ and a "
+                f"<Set>V2_Coordinate stroke file); missing {missing}"
             )
         name = self.builder_config.subset or re.sub(r"[-_]?v2$", "", root.name, flags=re.I).lower() or "object"
         items = []
@@ -170,3 +188,65 @@ class QmulV2(manual.ManualSbirBuilder):
                 pair = manual.pair_key(path.stem, stems)
                 items.append(manual.Item(manual.relative(path, root), name, manual.SKETCH, split, path, pair))
         return (name,), items
+
+    def _scan_strokes(self, root: Path):
+        found = stroke_files(root)
+        if len(found) > 1:
+            raise manual.LayoutError(f"{root} holds several stroke files {[p.name for p in found]}: keep one")
+        path = found[0]
+        name = self.builder_config.subset or re.sub(r"[-_]?v2[-_]?coordinate$", "", path.name, flags=re.I).lower()
+        photos = {p.stem: p for p in manual.image_files(root / "photo")}
+        size = self.builder_config.size
+        split_of: dict[str, str] = {}
+        sketches = []
+        for key, points in strokes.read_stroke_file(path).items():
+            split, stem = _stroke_key(key, photos, path)
+            if split_of.setdefault(stem, split) != split:
+                raise manual.LayoutError(f"{path}: photo {stem!r} has sketches in both train and test ({key!r})")
+            source = functools.partial(_stroke_raster, points, size)
+            sketches.append(manual.Item(f"{path.name}{key}", name, manual.SKETCH, split, source, f"{split}/{stem}"))
+        items = [
+            manual.Item(manual.relative(photos[stem], root), name, manual.PHOTO, split, photos[stem], f"{split}/{stem}")
+            for stem, split in sorted(split_of.items())
+        ]
+        return (name,), items + sketches
+
+
+def stroke_files(root: str | Path) -> list[Path]:
+    """The SketchX stroke files (``<Set>V2_Coordinate``) in ``root``."""
+    return sorted(p for p in Path(root).glob("*_Coordinate") if p.is_file())
+
+
+def stroke_sketches(root: str | Path, file_names) -> list[np.ndarray]:
+    """The vector forms ((N, 3) x, y, pen lift) of prepared stroke sketches, from their ``file_name`` s
+    (``<stroke file>/<split>/<name>``), e.g. to re-rasterise them with stroke-level augmentation.
+
+    Raises:
+      KeyError: a file name that names no sketch of the root's stroke file.
+    """
+    files = {}
+    out = []
+    for file_name in file_names:
+        file_name = file_name.decode("utf-8") if isinstance(file_name, bytes) else str(file_name)
+        stem, _, key = file_name.partition("/")
+        if stem not in files:
+            files[stem] = strokes.read_stroke_file(Path(root) / stem)
+        if f"/{key}" not in files[stem]:
+            raise KeyError(f"{Path(root) / stem} holds no sketch {'/' + key!r}")
+        out.append(files[stem][f"/{key}"])
+    return out
+
+
+def _stroke_key(key: str, photos: dict[str, Path], path: Path) -> tuple[str, str]:
+    """(split, photo stem) of a key ``/<split>/<photo>_<k>``; a LayoutError naming the key otherwise."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] or parts[1] not in QmulV2.SPLITS:
+        raise manual.LayoutError(f"{path}: key {key!r} is not /train/<photo>_<k> or /test/<photo>_<k>")
+    stem = parts[2] if parts[2] in photos else parts[2].rpartition("_")[0]
+    if stem not in photos:
+        raise manual.LayoutError(f"{path}: sketch {key!r} names no photo in {path.parent / 'photo'}")
+    return parts[1], stem
+
+
+def _stroke_raster(points: np.ndarray, size: int) -> np.ndarray:
+    return strokes.rasterise(strokes.split_strokes(points), size)
