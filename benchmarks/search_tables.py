@@ -1,0 +1,91 @@
+"""Rewrites the search-speed tables of ``docs/retrieval.md`` and the README from ``benchmarks/search.py``'s JSON.
+
+Each results file gives, per gallery size, one table of every backend's median time per call beside the plain-FAISS
+reference row, headed by the load average the size was measured at and whether that load allowed publishing it.
+The tables replace what stands between ``<!-- search:start -->`` and ``<!-- search:end -->`` in ``docs/retrieval.md``;
+the README's 1M summary (between ``<!-- search1m:start -->`` and ``<!-- search1m:end -->``) comes from the last
+file's largest size::
+
+    python benchmarks/search_tables.py benchmarks/results/search.json benchmarks/results/search_1m.json
+    python benchmarks/search_tables.py --print benchmarks/results/search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ("<!-- search:start -->", "<!-- search:end -->")
+README = ("<!-- search1m:start -->", "<!-- search1m:end -->")
+
+
+def _load_line(size: dict, settings: dict, cores: int) -> str:
+    limit = settings.get("max_load") or 0.75 * cores
+    state = "publishable" if size["publishable"] else f"**not publishable: above the stated load {limit:g}**"
+    before, after = size["load_1m_before"], size["load_1m_after"]
+    return f"load average {before:.1f} before, {after:.1f} after, on {cores} cores ({state})"
+
+
+def size_table(size: dict, settings: dict, cores: int) -> str:
+    """One gallery size's markdown table."""
+    ivf = size.get("approximate") or {}
+    head = f"**{size['items']:,} items**, medians of {settings['repeats']} calls; {_load_line(size, settings, cores)}"
+    if ivf:
+        head += f". IVF: {ivf['nlist']} cells, {ivf['nprobe']} probed, recall@10 against exact {ivf['recall@10']:.3f}"
+    header = "| representation | queries per call | backend | median ms per call | queries/s | time / plain FAISS |"
+    lines = [head, "", header, "|---|---|---|---|---|---|"]
+    for row in size["rows"]:
+        lines.append(f"| {row['representation']} | {row['batch']} | `{row['backend']}` | {row['latency_ms']:.1f} | "
+                     f"{row['qps']:.0f} | {row['time_vs_faiss_plain']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def summary_1m(size: dict, settings: dict, cores: int) -> str:
+    """The README's summary of one size: plain FAISS, the faiss and jax backends per representation and batch."""
+    lines = [f"{size['items']:,} items, k = {settings['k']}; {_load_line(size, settings, cores)}:", "",
+             "| representation | query batch | plain FAISS | `faiss` backend | `jax` backend | `jax` / plain FAISS |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = {(r["representation"], r["batch"], r["backend"]): r for r in size["rows"]}
+    for rep, batch, _ in [key for key in rows if key[2] == "faiss_plain"]:
+        plain, ours, jx = (rows[(rep, batch, b)] for b in ("faiss_plain", "faiss", "jax"))
+        lines.append(f"| {rep} | {batch} | {plain['latency_ms']:.1f} ms | {ours['latency_ms']:.1f} ms | "
+                     f"{jx['latency_ms']:.1f} ms | {jx['time_vs_faiss_plain']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _replace(path: str, markers: tuple[str, str], text: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        content = f.read()
+    start, end = content.find(markers[0]), content.find(markers[1])
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no {markers[0]} ... {markers[1]} section to rewrite")
+    content = content[: start + len(markers[0])] + "\n" + text + "\n" + content[end:]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="benchmarks/search.py JSON files")
+    parser.add_argument("--print", action="store_true", help="only print the tables")
+    args = parser.parse_args()
+    tables, last = [], None
+    for path in args.results:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        cores = result["machine"].get("cores", result["machine"]["cpus"])
+        for size in result["sizes"]:
+            tables.append(size_table(size, result["settings"], cores))
+            last = (size, result["settings"], cores)
+    docs, readme = "\n\n".join(tables), summary_1m(*last)
+    if args.print:
+        print(docs + "\n\n" + readme)
+        return
+    _replace(os.path.join(ROOT, "docs", "retrieval.md"), DOCS, docs)
+    _replace(os.path.join(ROOT, "README.md"), README, readme)
+
+
+if __name__ == "__main__":
+    main()
