@@ -34,11 +34,12 @@ def size_table(size: dict, settings: dict, cores: int) -> str:
     head = f"**{size['items']:,} items**, medians of {settings['repeats']} calls; {_load_line(size, settings, cores)}"
     if ivf:
         head += f". IVF: {ivf['nlist']} cells, {ivf['nprobe']} probed, recall@10 against exact {ivf['recall@10']:.3f}"
-    header = "| representation | queries per call | backend | median ms per call | queries/s | time / plain FAISS |"
-    lines = [head, "", header, "|---|---|---|---|---|---|"]
-    for row in size["rows"]:
-        lines.append(f"| {row['representation']} | {row['batch']} | `{row['backend']}` | {row['latency_ms']:.1f} | "
-                     f"{row['qps']:.0f} | {row['time_vs_faiss_plain']:.2f} |")  # fmt: skip
+    columns = ("representation", "queries per call", "backend", "median ms per call", "queries/s", "bytes/item",
+               "time / plain FAISS")  # fmt: skip
+    lines = [head, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for r in size["rows"]:
+        lines.append(f"| {r['representation']} | {r['batch']} | `{r['backend']}` | {r['latency_ms']:.1f} | "
+                     f"{r['qps']:.0f} | {r['bytes_per_item']:.0f} | {r['time_vs_faiss_plain']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 
