@@ -1,12 +1,14 @@
 """Rewrites the search-speed tables of ``docs/retrieval.md`` and the README from ``benchmarks/search.py``'s JSON.
 
-Each results file gives, per gallery size, one table of every backend's median time per call beside the plain-FAISS
-reference row, headed by the load average the size was measured at and whether that load allowed publishing it.
+Each ``search.py`` results file gives, per gallery size, one table of every backend's median time per call beside
+the plain-FAISS reference row, headed by the load average the size was measured at and whether that load allowed
+publishing it; a ``search_real.py`` file gives one table of batch-1 search on a real index and the page's round trip.
 The tables replace what stands between ``<!-- search:start -->`` and ``<!-- search:end -->`` in ``docs/retrieval.md``;
 the README's 1M summary (between ``<!-- search1m:start -->`` and ``<!-- search1m:end -->``) comes from the last
-file's largest size::
+``search.py`` file's largest size::
 
-    python benchmarks/search_tables.py benchmarks/results/search.json benchmarks/results/search_1m.json
+    python benchmarks/search_tables.py benchmarks/results/search.json benchmarks/results/search_1m.json \
+        benchmarks/results/search_real.json
     python benchmarks/search_tables.py --print benchmarks/results/search.json
 """
 
@@ -43,6 +45,27 @@ def size_table(size: dict, settings: dict, cores: int) -> str:
     return "\n".join(lines)
 
 
+def real_table(result: dict) -> str:
+    """``search_real.py``'s table: batch-1 search per representation and backend, then the page's round trip."""
+    index, page, cores = result["index"], result["page"], result["cores"]
+    state = "publishable" if result["publishable"] else "**not publishable: above the stated load**"
+    head = (f"**A real index**: the {index['source']['set']} gallery of {index['source']['dataset']} "
+            f"({index['items']} photos, {index['dim']}-d, embedded by a trained `{index['model']['method']}` run), "
+            f"{result['settings']['queries']} test sketches one at a time, k = {result['settings']['k']}; load "
+            f"average {result['load_1m_before']:.1f} before, {result['load_1m_after']:.1f} after, on {cores} cores "
+            f"({state})")  # fmt: skip
+    lines = [head, "", "| representation | backend | median ms per search | 90th percentile ms |", "|---|---|---|---|"]
+    for r in result["backends"]:
+        lines.append(f"| {r['representation']} | `{r['backend']}` | {r['median_ms']:.2f} | {r['p90_ms']:.2f} |")
+    trip, embed = page["round_trip"], page["embed_only"]
+    lines.append(f"| page: PNG sketch -> `/api/search` -> JSON (`{page['backend']}`) | HTTP round trip | "
+                 f"{trip['median_ms']:.1f} | {trip['p90_ms']:.1f} |")  # fmt: skip
+    lines.append(
+        f"| page: the model embedding the sketch alone | - | {embed['median_ms']:.1f} | {embed['p90_ms']:.1f} |"
+    )
+    return "\n".join(lines)
+
+
 def summary_1m(size: dict, settings: dict, cores: int) -> str:
     """The README's summary of one size: plain FAISS, the faiss and jax backends per representation and batch."""
     lines = [f"{size['items']:,} items, k = {settings['k']}; {_load_line(size, settings, cores)}:", "",
@@ -76,6 +99,9 @@ def main() -> None:
     for path in args.results:
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
+        if result.get("benchmark") == "search_real":
+            tables.append(real_table(result))
+            continue
         cores = result["machine"].get("cores", result["machine"]["cpus"])
         for size in result["sizes"]:
             tables.append(size_table(size, result["settings"], cores))
