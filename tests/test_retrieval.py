@@ -235,3 +235,19 @@ def test_bad_photos_and_queries_leave_nothing_behind(tmp_path):
     with pytest.raises(retrieval.BadIndexError, match="holds no 'hash' codes"):
         retrieval.get_searcher(index, "numpy", "hash")
     assert searcher.search(np.ones((1, 12), np.float32), 50)[1].shape == (1, 5)  # k clamped to the gallery
+
+
+def test_faiss_backend_takes_the_blas_path_on_every_core():
+    faiss = pytest.importorskip("faiss")
+    from jsbir.retrieval import faiss_search
+
+    gallery, queries = float_data()
+    backend = backends.make_backend("faiss", gallery)
+    assert faiss.cvar.distance_compute_blas_threshold == faiss_search.BLAS_QUERIES == 20
+    assert faiss.omp_get_max_threads() == faiss_search.cores() == len(os.sched_getaffinity(0))
+    # a batch above the threshold (BLAS) and one below (the scan) rank alike under the tie rule
+    want = reference(queries @ gallery.T, 10)[1]
+    np.testing.assert_array_equal(backend.search(queries, 10)[1], want)
+    np.testing.assert_array_equal(
+        np.concatenate([backend.search(queries[i : i + 1], 10)[1] for i in range(5)]), want[:5]
+    )

@@ -5,8 +5,8 @@
 * ``numpy``: brute force, block by block; the reference the others are tested against.
 * ``jax``: a jitted matrix product (or XOR popcount of packed 32-bit words) with ``lax.top_k``, the gallery sharded
   over the mesh's devices, a top-k per device (``jax.shard_map``) and a merge (:mod:`jsbir.retrieval.jax_search`).
-* ``faiss``: FAISS ``IndexFlatIP`` / ``IndexBinaryFlat`` on CPU, its candidates re-sorted under the tie rule
-  (:mod:`jsbir.retrieval.faiss_search`).
+* ``faiss``: FAISS ``IndexFlatIP`` / ``IndexBinaryFlat`` on CPU on every core, batches of 20 queries or more by
+  its BLAS path, its candidates re-sorted under the tie rule (:mod:`jsbir.retrieval.faiss_search`).
 * ``faiss_ivf``: FAISS ``IndexIVFFlat``, approximate inner-product search for collections of millions (float only;
   ``nprobe`` trades recall for speed).
 
