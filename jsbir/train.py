@@ -23,7 +23,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from tqdm import tqdm
 
-from jsbir import checkpoint, checks, sharding
+from jsbir import checkpoint, checks, runlock, sharding
 from jsbir.data import edges, features, get_dataset, pipeline, samplers
 from jsbir.eval.evaluator import Evaluator
 from jsbir.methods import get_method
@@ -228,6 +228,22 @@ def _timed(timings: dict[str, float], key: str):
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any]:
+    """:func:`run_training` holding the workdir's lock (process 0; ``jsbir.runlock``): a second writer is refused, and
+    temporary checkpoint folders an interrupted save left are removed first. Arguments and result as there.
+
+    Raises:
+      jsbir.runlock.FolderLockedError: another process trains (or evaluates) in ``workdir``.
+    """
+    checks.check_config(config)
+    workdir = prepare_workdir(workdir)
+    primary = jax.process_index() == 0
+    with runlock.locked(runlock.lock_path(workdir), "training", primary):
+        if primary:
+            checkpoint.remove_stale_temporaries(workdir)
+        return run_training(config, workdir, stop_after=stop_after)
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None) -> dict[str, Any]:
     """Trains ``config.method`` on ``config.data`` in ``workdir`` and evaluates it; resumes if possible.
 
     Args:
