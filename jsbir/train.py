@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -215,6 +216,15 @@ def _log_freezing(state: TrainState, frozen: Any, pattern: str) -> None:
     )  # fmt: skip
 
 
+def _stop_requested(stop: StopSignals) -> bool:
+    """Whether any process received a stop signal (checked every step on every process): all stop together, and
+    the processes that received none take the signal's name from the one that did."""
+    signum = sharding.max_over_processes(signal.Signals[stop.received].value if stop.received else 0)
+    if signum and stop.received is None:
+        stop.received = signal.Signals(signum).name
+    return bool(signum)
+
+
 @contextlib.contextmanager
 def _timed(timings: dict[str, float], key: str):
     """Adds the wall time of the block to ``timings[key]``."""
@@ -376,7 +386,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, *, stop_after:
             if validate:
                 with _timed(timings, "validation_s"):
                     selector(state, workdir, writer)
-            if stop.received:
+            if _stop_requested(stop):
                 break
         if pending is not None:
             check(*pending)

@@ -129,3 +129,12 @@ def test_model_mismatch_compares_values_not_their_json_spelling():
     wanted = {"gcn_features": (128,), "embed_dim": 32, "head": {"sizes": (1, 2)}}
     assert checkpoint._config_differences(saved, wanted) == ["config.model.embed_dim: checkpoint 64 vs run 32"]
     assert checkpoint._differences("parameters", {"a": [3, 4]}, {"a": (3, 4)}) == []
+
+
+def test_a_stop_received_by_another_process_stops_this_one(monkeypatch):
+    from jsbir import sharding, train
+
+    stop = writers.StopSignals()
+    assert not train._stop_requested(stop) and stop.received is None  # one process, no signal
+    monkeypatch.setattr(sharding, "max_over_processes", lambda value: max(value, int(signal.SIGTERM)))
+    assert train._stop_requested(stop) and stop.received == "SIGTERM"  # the other host's signal, by name
