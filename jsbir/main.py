@@ -72,7 +72,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def refusal_status(error: BaseException) -> int | None:
     """The exit status of an expected refusal of a training start, printed as one line: 1 for divergence, 2 for
     bad input or state (a damaged or foreign checkpoint, a locked or unusable workdir, bad data or values, damaged
-    weights); None for anything else, a bug, which keeps its traceback. ``docs/contract.md`` has the table."""
+    weights); None for anything else, a bug, which keeps its traceback. ``docs/errors.md`` has the table."""
     import pickle
 
     from jsbir import checkpoint, runlock, train
