@@ -246,11 +246,21 @@ def train_and_evaluate(
     """
     checks.check_config(config)
     workdir = prepare_workdir(workdir)
-    primary = jax.process_index() == 0
-    with runlock.locked(runlock.lock_path(workdir), "training", primary):
-        if primary:
+    lock, refused = None, None
+    if jax.process_index() == 0:  # one lock per run, however many hosts: process 0 writes the folder
+        try:
+            lock = runlock.FolderLock(runlock.lock_path(workdir), "training").acquire()
+        except runlock.FolderLockedError as e:
+            refused = e
+    if sharding.max_over_processes(int(refused is not None)):  # the other hosts learn it, rather than wait for it
+        raise refused or runlock.FolderLockedError(f"{workdir} is in use: process 0 could not take its lock")
+    try:
+        if lock is not None:
             checkpoint.remove_stale_temporaries(workdir)
         return run_training(config, workdir, stop_after=stop_after)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def run_training(config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None) -> dict[str, Any]:
