@@ -3,9 +3,10 @@ two CPU devices each, collectives through gloo, each process reading its own hal
 
 They must train the model one process trains on four devices, write the run folder from process 0 alone, prepare
 the shared data folder once between them, and both resume from the shared checkpoint when started again with more
-steps. A separate check has three processes prepare one synthetic set at the same moment.
+steps. A SIGTERM that reaches one process stops both after the same step. A separate check has three processes
+prepare one synthetic set at the same moment.
 
-Slow by nature (three trainings of a few steps, each compiling its step): a few minutes on an idle 2-core machine.
+Slow by nature (five starts of both processes, each compiling its step): several minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
