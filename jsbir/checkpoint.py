@@ -28,9 +28,11 @@ from absl import logging
 from etils import epath
 
 from jsbir.state import TrainState, param_paths
-from jsbir.writers import write_atomic
+from jsbir.writers import deferred_signals, write_atomic
 
 CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best"
+TEMPORARY_MARK = ".orbax-checkpoint-tmp"  # in the name of a folder Orbax writes before renaming it to <step>
 INTEGRITY_FILE = "integrity.json"
 _SHOWN = 3  # differing parameters named in a message
 
@@ -86,13 +88,35 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def remove_stale_temporaries(workdir: str) -> list[str]:
+    """Removes the temporary folders (``<step>.orbax-checkpoint-tmp*``) an interrupted save left in the workdir's
+    checkpoint folders; returns their paths. Call it only while holding the workdir's lock (no save is running)."""
+    removed = []
+    for subdir in (CHECKPOINT_SUBDIR, BEST_SUBDIR):
+        folder = os.path.join(workdir, subdir)
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            if TEMPORARY_MARK in name:
+                path = os.path.join(folder, name)
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    if removed:
+        logging.warning("removed temporary checkpoint folders an interrupted save left: %s", removed)
+    return removed
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON spells it, so a saved ``[128]`` and this run's ``(128,)`` compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _differences(name: str, saved: Any, wanted: Any) -> list[str]:
     """Human-readable differences between a saved identity value and this run's."""
     if isinstance(saved, dict) and isinstance(wanted, dict):
-        keys = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+        keys = [k for k in sorted(set(saved) | set(wanted)) if _plain(saved.get(k)) != _plain(wanted.get(k))]
         out = [f"{name} {k}: checkpoint {saved.get(k)} vs run {wanted.get(k)}" for k in keys]
         return out[:_SHOWN] + ([f"and {len(out) - _SHOWN} more {name}"] if len(out) > _SHOWN else [])
-    return [] if saved == wanted else [f"{name}: checkpoint {saved!r} vs run {wanted!r}"]
+    return [] if _plain(saved) == _plain(wanted) else [f"{name}: checkpoint {saved!r} vs run {wanted!r}"]
 
 
 def _config_differences(saved: dict[str, Any] | None, wanted: dict[str, Any] | None, prefix: str = "config.model"):
@@ -103,7 +127,7 @@ def _config_differences(saved: dict[str, Any] | None, wanted: dict[str, Any] | N
         a, b = saved.get(key), wanted.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_differences(a, b, f"{prefix}.{key}")
-        elif a != b:
+        elif _plain(a) != _plain(b):
             out.append(f"{prefix}.{key}: checkpoint {a!r} vs run {b!r}")
     return out
 
@@ -150,6 +174,11 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return step
         meta = {**self.identity, "step": step, "model_config": self.model_config, **(note or {})}
+        with deferred_signals():  # a Ctrl-C now is honoured once the checkpoint is whole
+            self._save(step, state, meta)
+        return step
+
+    def _save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -162,7 +191,6 @@ class Checkpointer:
         if jax.process_index() == 0:
             folder = self._where(step)
             write_atomic(os.path.join(folder, INTEGRITY_FILE), json.dumps(_digests(folder), indent=1, sort_keys=True))
-        return step
 
     def all_steps(self) -> list[int]:
         """Every checkpoint step present."""
@@ -238,23 +266,28 @@ class Checkpointer:
         earlier = [s for s in self.intact_steps() if s < step]
         if not earlier:
             return advice
-        return (
-            f"{advice} Checkpoint {earlier[0]} is intact: rerun with --config.train.resume_step={earlier[0]} to "
-            f"resume from it (newer checkpoints are then moved to {os.fspath(self.directory)}.damaged)."
-        )
+        return f"{advice} Checkpoint {earlier[0]} is intact: {self.intact_hint.format(step=earlier[0], where=self)}"
+
+    # How a user reaches an intact earlier checkpoint; ``evaluate``, ``index`` and ``search`` set their own option.
+    intact_hint = (
+        "rerun with --config.train.resume_step={step} to resume from it (newer checkpoints are then moved to "
+        "{where.directory}.damaged)."
+    )
+    default_advice = "It was left in place; use another --workdir to start a fresh run."
 
     def restore(self, state: TrainState, step: int | None = None) -> TrainState:
         """Restores the newest (or the given) checkpoint into the structure and shardings of ``state``.
 
         ``state`` may be abstract (``jax.ShapeDtypeStruct`` leaves with shardings, from ``jax.eval_shape``): the
-        arrays are then created by the restore alone.
+        arrays are then created by the restore alone. A refusal ends with ``default_advice`` and, for a damaged
+        checkpoint, ``intact_hint`` (attributes a caller may replace with the options of its own command).
 
         Raises:
           CheckpointError: the checkpoint belongs to another model or config, or its files are damaged.
             Nothing is deleted: the message says how to start afresh.
         """
         step = self.latest_step() if step is None else step
-        advice = "It was left in place; use another --workdir to start a fresh run."
+        advice = self.default_advice
         self._check_meta(step, advice)
         restored = self._restore_items(
             step,

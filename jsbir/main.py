@@ -28,6 +28,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Method config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder; default: a new folder under runs/.")
 flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() first.")
+flags.DEFINE_bool("verbose", False, "Show the full traceback of a refusal (bad input or state, divergence).")
 # Clusters (SLURM, TPU pods, Open MPI) tell jax.distributed.initialize() these by themselves; a plain machine or a
 # hand-made set of hosts names them (JAX_COORDINATOR_ADDRESS works too for the address).
 flags.DEFINE_string("coordinator_address", None, "With --jax_distributed: host:port of process 0's coordinator.")
@@ -68,6 +69,21 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
+def refusal_status(error: BaseException) -> int | None:
+    """The exit status of an expected refusal of a training start, printed as one line: 1 for divergence, 2 for
+    bad input or state (a damaged or foreign checkpoint, a locked or unusable workdir, bad data or values, damaged
+    weights); None for anything else, a bug, which keeps its traceback. ``docs/errors.md`` has the table."""
+    import pickle
+
+    from jsbir import checkpoint, runlock, train
+
+    if isinstance(error, train.DivergenceError):
+        return 1
+    expected = (checkpoint.CheckpointError, runlock.FolderLockedError, FileNotFoundError, FileExistsError,
+                PermissionError, ValueError, pickle.UnpicklingError)  # fmt: skip
+    return 2 if isinstance(error, expected) else None
+
+
 def initialize_distributed() -> None:
     """``jax.distributed.initialize`` with the flags given (None: the cluster's own values). CPU processes reduce
     through gloo (jax 0.10's default; set here for versions that have none)."""
@@ -103,14 +119,21 @@ def main(argv: list[str]) -> None:
     logging.info("jax %s on %d devices; workdir %s", jax.__version__, jax.device_count(), workdir)
     try:
         report = train.train_and_evaluate(config, workdir)
+    except KeyboardInterrupt:  # a second Ctrl-C: the checkpoint being written was finished first
+        print(f"jsbir: interrupted; the same command resumes from the last checkpoint ({workdir})", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT.value)
     except Exception as e:
         full = writers.no_space(e)
-        if full is None:
+        if full is not None:
+            where = full.filename or workdir
+            print(f"jsbir: no space left on device while writing {where}; free space or choose another --workdir "
+                  "(or config.data.data_dir) and run the same command again to resume", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+        status = refusal_status(e)
+        if status is None or FLAGS.verbose:
             raise
-        where = full.filename or workdir
-        print(f"jsbir: no space left on device while writing {where}; free space or choose another --workdir "
-              "(or config.data.data_dir) and run the same command again to resume", file=sys.stderr)  # fmt: skip
-        sys.exit(1)
+        print(f"jsbir: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(status)
     if "signal" in report:
         print(f"stopped by {report['signal']} at step {report['stopped_at']}; the same command resumes ({workdir})")
         sys.exit(128 + signal.Signals[report["signal"]].value)

@@ -74,3 +74,16 @@ def to_host(tree: Any) -> Any:
     if jax.process_count() == 1:
         return jax.tree.map(np.asarray, tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def max_over_processes(value: int) -> int:
+    """The largest of every process's ``value`` (a collective: every process must call it at the same point).
+
+    The trainer agrees on stop requests with it, so a signal that reaches one host stops all of them after the
+    same step (and they write one checkpoint together) instead of leaving the others waiting in a collective.
+    """
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))

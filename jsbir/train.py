@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -23,7 +24,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from tqdm import tqdm
 
-from jsbir import checkpoint, checks, sharding
+from jsbir import checkpoint, checks, runlock, sharding
 from jsbir.data import edges, features, get_dataset, pipeline, samplers
 from jsbir.eval.evaluator import Evaluator
 from jsbir.methods import get_method
@@ -215,6 +216,15 @@ def _log_freezing(state: TrainState, frozen: Any, pattern: str) -> None:
     )  # fmt: skip
 
 
+def _stop_requested(stop: StopSignals) -> bool:
+    """Whether any process received a stop signal (checked every step on every process): all stop together, and
+    the processes that received none take the signal's name from the one that did."""
+    signum = sharding.max_over_processes(signal.Signals[stop.received].value if stop.received else 0)
+    if signum and stop.received is None:
+        stop.received = signal.Signals(signum).name
+    return bool(signum)
+
+
 @contextlib.contextmanager
 def _timed(timings: dict[str, float], key: str):
     """Adds the wall time of the block to ``timings[key]``."""
@@ -228,6 +238,32 @@ def _timed(timings: dict[str, float], key: str):
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any]:
+    """:func:`run_training` holding the workdir's lock (process 0; ``jsbir.runlock``): a second writer is refused, and
+    temporary checkpoint folders an interrupted save left are removed first. Arguments and result as there.
+
+    Raises:
+      jsbir.runlock.FolderLockedError: another process trains (or evaluates) in ``workdir``.
+    """
+    checks.check_config(config)
+    workdir = prepare_workdir(workdir)
+    lock, refused = None, None
+    if jax.process_index() == 0:  # one lock per run, however many hosts: process 0 writes the folder
+        try:
+            lock = runlock.FolderLock(runlock.lock_path(workdir), "training").acquire()
+        except runlock.FolderLockedError as e:
+            refused = e
+    if sharding.max_over_processes(int(refused is not None)):  # the other hosts learn it, rather than wait for it
+        raise refused or runlock.FolderLockedError(f"{workdir} is in use: process 0 could not take its lock")
+    try:
+        if lock is not None:
+            checkpoint.remove_stale_temporaries(workdir)
+        return run_training(config, workdir, stop_after=stop_after)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None) -> dict[str, Any]:
     """Trains ``config.method`` on ``config.data`` in ``workdir`` and evaluates it; resumes if possible.
 
     Args:
@@ -360,7 +396,7 @@ def train_and_evaluate(
             if validate:
                 with _timed(timings, "validation_s"):
                     selector(state, workdir, writer)
-            if stop.received:
+            if _stop_requested(stop):
                 break
         if pending is not None:
             check(*pending)

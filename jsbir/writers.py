@@ -1,14 +1,16 @@
 """Run-side outputs and signals: atomic file writes, the config of each start, the JSON-lines metric writer, the
-SIGINT/SIGTERM stop request, and the disk-full diagnosis."""
+SIGINT/SIGTERM stop request, signals held back while a checkpoint is written, and the disk-full diagnosis."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from absl import logging
@@ -138,3 +140,38 @@ class StopSignals:
     def __exit__(self, *exc_info: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Holds SIGINT and SIGTERM back for the block (a checkpoint save), then delivers them, in order, to the
+    handlers that were installed before: a Ctrl-C, even a second one, never cuts a save in half (which left a
+    ``<step>.orbax-checkpoint-tmp`` folder and "cannot schedule new futures after shutdown"). Outside the main
+    thread (where Python allows no handler) the block runs as it is.
+
+    Yields:
+      The list of signal numbers received so far in the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        del frame
+        held.append(signum)
+        logging.warning("%s received while a checkpoint is written: honoured once it is whole",
+                        signal.Signals(signum).name)  # fmt: skip
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in held:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)  # the default action: SIGINT's KeyboardInterrupt, SIGTERM's exit

@@ -397,9 +397,24 @@ def test_split_listing_every_class_is_refused(tmp_path):
 def test_prepared_data_belong_to_their_root(tmp_path):
     for name in ("a", "b"):
         _sketchy_tree(tmp_path / name, "sketch", "photo", classes=("bat", "cat"), photos=1)
-    get_dataset(_config(tmp_path, "folder", tmp_path / "a", split="random1_seed0"))
+    get_dataset(_config(tmp_path, "sketchy", tmp_path / "a", split="random1_seed0"))
     with pytest.raises(manual.LayoutError, match=r"prepared from .*a, not from .*b"):
-        get_dataset(_config(tmp_path, "folder", tmp_path / "b", split="random1_seed0"))
+        get_dataset(_config(tmp_path, "sketchy", tmp_path / "b", split="random1_seed0"))
+
+
+def test_folder_datasets_of_several_roots_share_a_data_folder(tmp_path):
+    _sketchy_tree(tmp_path / "a", "sketch", "photo", classes=("bat", "cat"), photos=1)
+    _sketchy_tree(tmp_path / "b", "sketch", "photo", classes=("cow", "dog", "eel"), photos=2)
+    first = get_dataset(_config(tmp_path, "folder", tmp_path / "a", split="random1_seed0"))
+    second = get_dataset(_config(tmp_path, "folder", tmp_path / "b", split="random1_seed0"))
+    again = get_dataset(_config(tmp_path, "folder", tmp_path / "a", split="random1_seed0"))
+    assert first.info.class_names == again.info.class_names == ("bat", "cat")
+    assert second.info.class_names == ("cow", "dog", "eel")
+    assert sum(len(x) for x in _all(second)) == 3 * (2 * 2 + 1 + 2)  # 2 photos, 4 paired + 1 unpaired sketch
+    roots = sorted(
+        json.loads(p.read_text())["root"] for p in (tmp_path / "tfds").glob("jsbir_folder/*/*/metadata.json")
+    )
+    assert roots == [str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())]
 
 
 def test_qmul_v1_mismatched_counts(tmp_path):

@@ -3,9 +3,10 @@ two CPU devices each, collectives through gloo, each process reading its own hal
 
 They must train the model one process trains on four devices, write the run folder from process 0 alone, prepare
 the shared data folder once between them, and both resume from the shared checkpoint when started again with more
-steps. A separate check has three processes prepare one synthetic set at the same moment.
+steps. A SIGTERM that reaches one process stops both after the same step. A separate check has three processes
+prepare one synthetic set at the same moment.
 
-Slow by nature (three trainings of a few steps, each compiling its step): a few minutes on an idle 2-core machine.
+Slow by nature (five starts of both processes, each compiling its step): several minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -44,8 +48,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_two(tmp: Path, workdir: Path, steps: int, tag: str) -> list[str]:
-    """Both processes of one start, run to the end; returns their logs (stdout and stderr together)."""
+def _start_two(tmp: Path, workdir: Path, steps: int, tag: str, signal_one: bool = False) -> list[str]:
+    """Both processes of one start, run to the end; returns their logs (stdout and stderr together).
+
+    ``signal_one``: once process 0 has logged a step, SIGTERM reaches process 1 alone (a preemption notice that
+    reached one host); both must then stop with the signal's exit status."""
     port = _free_port()
     env = {
         **os.environ,
@@ -63,6 +70,11 @@ def _start_two(tmp: Path, workdir: Path, steps: int, tag: str) -> list[str]:
         log = open(tmp / f"{tag}.{index}.log", "w")  # noqa: SIM115 - closed below
         processes.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     try:
+        if signal_one:
+            metrics, deadline = workdir / "metrics.jsonl", time.monotonic() + TIMEOUT_S
+            while not (metrics.exists() and '"loss"' in metrics.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            processes[1][0].send_signal(signal.SIGTERM)
         for process, _ in processes:
             process.wait(timeout=TIMEOUT_S)
     finally:  # a failure or a timeout of one leaves the other waiting on its collectives: end both
@@ -73,13 +85,13 @@ def _start_two(tmp: Path, workdir: Path, steps: int, tag: str) -> list[str]:
             log.close()
     logs = [Path(log.name).read_text() for _, log in processes]
     for (process, _), text in zip(processes, logs, strict=True):
-        assert process.returncode == 0, text[-4000:]
+        assert process.returncode == (128 + signal.SIGTERM if signal_one else 0), text[-4000:]
     return logs
 
 
-def _reference(tmp: Path) -> tuple[list[float], dict]:
-    """The runlocal recipe trained ``STEPS`` steps in this process on a mesh of four of its eight devices."""
-    config = bda.get_config(f"runlocal,steps={STEPS}")
+def _reference(tmp: Path, steps: int = STEPS) -> tuple[list[float], dict]:
+    """The runlocal recipe trained ``steps`` steps in this process on a mesh of four of its eight devices."""
+    config = bda.get_config(f"runlocal,steps={steps}")
     config.data.data_dir = str(tmp / "tfds")  # already prepared by the two processes
     data = get_dataset(config.data)
     method = get_method(config.method)
@@ -94,7 +106,7 @@ def _reference(tmp: Path) -> tuple[list[float], dict]:
     batches = train.training_batches(config, inputs, sketches, photos)
     rng = train.training_rng(config)
     losses = []
-    for _ in range(STEPS):
+    for _ in range(steps):
         state, measurements = step(state, sharding.to_global(next(batches), mesh), rng)
         losses.append(float(measurements["loss"]))
     return losses, {"params": jax.device_get(state.params), "abstract": factory.abstract_with_shardings()}
@@ -165,6 +177,26 @@ def test_both_processes_resume_from_the_shared_checkpoint(runs):
     report = json.loads((runs["workdir"] / "report.json").read_text())
     assert report["timings"]["train_steps_this_run"] == MORE_STEPS - STEPS and report["started_from"] == "checkpoint"
     assert (runs["workdir"] / "config.2.json").exists() and not (runs["workdir"] / "config.3.json").exists()
+
+
+def test_a_signal_reaching_one_process_stops_both_after_the_same_step(runs):
+    """SIGTERM to process 1 alone: both stop after the same step with one checkpoint, and the next start resumes
+    to the losses of the run nobody interrupted."""
+    tmp, total = runs["tmp"], 40
+    workdir = tmp / "signalled"
+    logs = _start_two(tmp, workdir, total, "signalled", signal_one=True)
+    stopped = [re.findall(r"stopped by SIGTERM at step (\d+);", text) for text in logs]
+    assert len(stopped[0]) == len(stopped[1]) == 1 and stopped[0] == stopped[1], [t[-2000:] for t in logs]
+    step = int(stopped[0][0])
+    assert 1 <= step < total
+    from jsbir import checkpoint
+
+    assert checkpoint.Checkpointer(str(workdir), {}).latest_step() == step
+    _start_two(tmp, workdir, total, "resumed")
+    losses, _ = _reference(tmp, total)
+    logged = [row for row in _rows(workdir) if "loss" in row]
+    assert [row["step"] for row in logged] == list(range(1, total + 1))
+    np.testing.assert_allclose([row["loss"] for row in logged], losses, rtol=1e-5)
 
 
 def _prepare(data_dir: str, barrier, counts: str) -> tuple[int, float]:

@@ -179,3 +179,71 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         writers.write_atomic(str(path), "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
+
+
+def _damage(folder: str) -> None:
+    """Flips 64 bytes in the middle of the largest file under ``folder``."""
+    data = max((os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs), key=os.path.getsize)
+    with open(data, "r+b") as f:
+        f.seek(os.path.getsize(data) // 2)
+        chunk = f.read(64)
+        f.seek(-len(chunk), 1)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def test_a_second_training_is_refused_until_the_holder_dies_and_stale_saves_are_removed(stopped, tmp_path):
+    from test_runlock import held_by_another_process
+
+    from jsbir import runlock
+
+    workdir = _copy(stopped, tmp_path)
+    stale = os.path.join(workdir, "checkpoints", "30.orbax-checkpoint-tmp-1733600000")
+    os.makedirs(os.path.join(stale, "model"))  # what a save cut short by a second Ctrl-C left before the fix
+    with held_by_another_process(runlock.lock_path(workdir)) as child:
+        with pytest.raises(runlock.FolderLockedError, match=rf"{workdir} is in use by process {child.pid} on host"):
+            train.train_and_evaluate(stopped[1], workdir, stop_after=1)
+        assert sorted(f for f in os.listdir(workdir) if f.startswith("config")) == ["config.json"]  # nothing written
+        child.kill()  # SIGKILL: the lock is taken over, not left behind
+        child.wait()
+        assert train.train_and_evaluate(stopped[1], workdir, stop_after=1) == {"stopped_at": 21}
+    assert not os.path.exists(stale) and sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "21"]
+
+
+def test_training_refusals_are_one_line_with_their_exit_status(stopped, tmp_path):
+    from jsbir import main
+
+    workdir = _copy(stopped, tmp_path)
+    _damage(os.path.join(workdir, "checkpoints", "20", "model"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    command = [sys.executable, "-m", "jsbir.main", "--config", "configs/bda.py:runlocal", f"--workdir={workdir}",
+               f"--config.data.data_dir={stopped[0] / 'tfds'}", "--config.eval.eval_untrained=False"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("jsbir:")]
+    assert len(lines) == 1 and lines[0].startswith(f"jsbir: error: checkpoint {workdir}/checkpoints/20 is damaged")
+    assert "--config.train.resume_step=10" in lines[0] and "Traceback" not in done.stderr
+    assert main.refusal_status(train.DivergenceError("diverged")) == 1
+    assert main.refusal_status(checkpoint.CheckpointError("damaged")) == 2
+    assert main.refusal_status(KeyError("a bug")) is None  # keeps its traceback
+
+
+def test_evaluate_chooses_a_step_and_names_the_option_that_works(stopped, tmp_path, capsys):
+    from jsbir.retrieval import cli
+
+    workdir = _copy(stopped, tmp_path)
+    assert cli.main("evaluate", ["--workdir", workdir, "--checkpoint", "10"]) == 0
+    report = json.load(open(os.path.join(workdir, "evaluation_test.json")))
+    assert report["step"] == 10 and report["checkpoint"]["step"] == 10
+    assert cli.main("evaluate", ["--workdir", workdir, "--checkpoint", "15"]) == 2
+    assert "--checkpoint 15: no such checkpoint" in capsys.readouterr().err
+    _damage(os.path.join(workdir, "checkpoints", "20", "model"))
+    assert cli.main("evaluate", ["--workdir", workdir, "--checkpoint", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints/20 is damaged" in err and "Checkpoint 10 is intact: pass --checkpoint 10 to use it." in err
+    assert "resume_step" not in err
+    # A damaged validation-chosen checkpoint (step 10's files, as the selector keeps them): the other is offered.
+    shutil.copytree(os.path.join(workdir, "checkpoints", "10"), os.path.join(workdir, "best", "10"))
+    _damage(os.path.join(workdir, "best", "10", "model"))
+    assert cli.main("evaluate", ["--workdir", workdir, "--checkpoint", "best"]) == 2
+    err = capsys.readouterr().err
+    assert "best/10 is damaged" in err and "--checkpoint latest uses the newest training checkpoint instead" in err

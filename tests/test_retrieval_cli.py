@@ -185,3 +185,43 @@ def test_sketchy_mini_index_gives_the_reports_map(tmp_path):
     scores, ids = retrieval.get_searcher(gallery).search(np.asarray(queries.embeddings), len(gallery))
     values = results.ranking_metrics(scores, ids, queries.labels, gallery.labels, tuple(encoder.config.eval.ks))
     assert values["map@all[exact]"] == pytest.approx(report["metrics"]["map@all[exact]"], abs=1e-5)
+
+
+def _bomb(path) -> None:
+    """A PNG of a few dozen bytes whose header declares 20,000 x 20,000 pixels (PIL refuses it at open)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_decompression_bombs_are_refused_or_skipped(run, capsys, tmp_path):
+    tmp, _, _, gallery, _ = run
+    bomb = tmp_path / "photos" / "things" / "bomb.png"
+    bomb.parent.mkdir(parents=True)
+    _bomb(bomb)
+    assert cli.main("search", ["--index", str(tmp / "gallery"), "--sketch", str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jsbir search: error: {bomb} is too large to decode safely (Image size (400000000 pixels)")
+    assert err.count("\n") == 1
+    for i in range(3):
+        shutil.copy(gallery.image_path(i), bomb.parent / f"p{i}.png")
+    (bomb.parent / "p3.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    args = ["--workdir", str(tmp / "run"), "--photos", str(tmp_path / "photos"), "--out", str(tmp_path / "i")]
+    assert cli.main("index", args) == 2
+    assert f"jsbir index: error: {bomb} is too large to decode safely" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+    assert cli.main("index", [*args, "--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    done = retrieval.open_index(tmp_path / "i")
+    assert [os.path.basename(p) for p in done.paths] == ["p0.png", "p1.png", "p2.png"]
+    np.testing.assert_allclose(done.embeddings, gallery.embeddings[:3], atol=1e-6)
+    skipped = done.manifest["source"]["skipped"]
+    assert [(os.path.basename(s["path"]), s["reason"].split(":")[0]) for s in skipped] == [
+        ("bomb.png", "DecompressionBombError"), ("p3.png", "UnidentifiedImageError"),
+    ]  # fmt: skip
+    assert f"skipped {bomb}: DecompressionBombError" in printed and "p3.png: UnidentifiedImageError" in printed

@@ -238,7 +238,11 @@ def test_serves_only_gallery_photos_by_integer_id(client, engine, path, statuses
 
 def test_refuses_other_hosts_bad_k_and_methods(client, engine):
     sketch = png(Image.new("RGB", (16, 16), "white"))
-    assert client.get("/", headers={"host": "attacker.example"}).status_code == 400  # DNS rebinding
+    refused = client.get("/", headers={"host": "attacker.example"})  # DNS rebinding
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+    assert refused.json() == {"error": "Host header 'attacker.example' is not served here (it serves "
+                                       "['127.0.0.1', 'localhost'])"}  # fmt: skip
+    assert client.get("/api/info", headers={"host": "localhost:8000"}).status_code == 200
     for k in ("0", "-3", "abc", "31"):
         response = client.post(f"/api/search?k={k}", content=sketch, headers={"content-type": "image/png"})
         assert response.status_code == 422, k

@@ -12,7 +12,7 @@
 """
 
 from jsbir.retrieval.backends import BACKENDS, make_backend
-from jsbir.retrieval.build import add_files, index_files, index_split, list_images, read_images
+from jsbir.retrieval.build import add_files, index_files, index_split, list_images, read_images, readable_images
 from jsbir.retrieval.encoder import Encoder, load_run
 from jsbir.retrieval.index import BadIndexError, Index, open_index
 from jsbir.retrieval.search import REPRESENTATIONS, Searcher, get_searcher, load_encoder
@@ -34,4 +34,5 @@ __all__ = [
     "make_backend",
     "open_index",
     "read_images",
+    "readable_images",
 ]

@@ -59,8 +59,28 @@ def read_image(path: str, size: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return to_rgb(image, size)
+    except Image.DecompressionBombError as e:  # PIL's guard against a small file that decodes to gigabytes
+        raise ValueError(f"{path} is too large to decode safely ({e})") from e
     except (OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"{path} is not a readable image ({type(e).__name__}: {e})") from e
+
+
+def readable_images(paths: Sequence[str], size: int) -> tuple[list[str], list[dict[str, str]]]:
+    """Splits image files into those :func:`read_image` decodes and the others (``--skip-bad``); each file is
+    decoded here once more than when indexed.
+
+    Returns:
+      (the readable paths, in order; ``[{"path", "reason"}]`` of the others).
+    """
+    good, skipped = [], []
+    for path in tqdm(paths, desc="check images", unit="img"):
+        try:
+            read_image(path, size)
+            good.append(path)
+        except ValueError as e:
+            cause = e.__cause__ or e
+            skipped.append({"path": os.path.abspath(path), "reason": f"{type(cause).__name__}: {cause}"})
+    return good, skipped
 
 
 def read_images(paths: Sequence[str], size: int) -> np.ndarray:
@@ -190,6 +210,7 @@ def index_files(
     overwrite: bool = False,
     batch: int = BATCH,
     modality: str = "photo",
+    skipped: Sequence[dict[str, str]] = (),
 ) -> index_lib.Index:
     """Indexes image files.
 
@@ -201,6 +222,7 @@ def index_files(
       overwrite: replace an existing index at ``out``.
       batch: images read and embedded at a time.
       modality: "photo" (a gallery) or "sketch" (a set of queries).
+      skipped: files left out as unreadable (:func:`readable_images`), listed in the manifest's ``source``.
 
     Raises:
       ValueError: no files, a file that is not a readable image (named; nothing is written), or a method that ranks
@@ -212,14 +234,22 @@ def index_files(
     paths = [os.path.abspath(p) for p in paths]
     labels, names = folder_labels(paths, root)
     source = {"kind": "files", "root": os.path.abspath(root) if root else None}
+    if skipped:
+        source["skipped"] = list(skipped)
     batches = _file_batches(paths, labels, encoder.image_size, batch)
     return _write_index(encoder, out, batches, len(paths), source, names, modality, overwrite)
 
 
 def add_files(
-    encoder: Encoder, index: index_lib.Index, paths: Sequence[str], root: str | None = None, batch: int = BATCH
+    encoder: Encoder,
+    index: index_lib.Index,
+    paths: Sequence[str],
+    root: str | None = None,
+    batch: int = BATCH,
+    skipped: Sequence[dict[str, str]] = (),
 ) -> index_lib.Index:
     """Adds image files to an index (files it already holds are skipped); equal to indexing all at once.
+    ``skipped`` (unreadable files left out) joins the manifest's list of them.
 
     The class names become the sorted union of the old and new ones, and every label is renumbered to match.
 
@@ -242,6 +272,8 @@ def add_files(
     previous.labels = renumber(index.labels, index.class_names)
     batches = _file_batches(paths, renumber(new_labels, new_names), encoder.image_size, batch)
     source = {**index.manifest["source"], "added": index.manifest["source"].get("added", 0) + 1}
+    if skipped:
+        source["skipped"] = [*source.get("skipped", []), *skipped]
     modality = index.manifest["modality"]
     return _write_index(encoder, index.folder, batches, len(paths), source, names, modality, True, previous)
 

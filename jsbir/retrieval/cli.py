@@ -2,8 +2,9 @@
 
 ::
 
-    python -m jsbir.main evaluate --workdir RUN [--split test|validation] [--out FILE]
+    python -m jsbir.main evaluate --workdir RUN [--checkpoint auto|best|latest|N] [--split test|validation] [--out FILE]
     python -m jsbir.main index --workdir RUN (--photos DIR | --split test) --out INDEX [--overwrite | --add]
+        [--skip-bad]
     python -m jsbir.main search --index INDEX (--sketch FILE... | --sketches DIR | --query-index DIR) [--k 10]
         [--backend faiss|jax|numpy|faiss_ivf] [--representation float|itq|hash] [--json FILE] [--grid FILE.png]
 
@@ -29,8 +30,8 @@ COMMANDS = ("evaluate", "index", "search")
 def _run_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--workdir", required=required, help="the trained run's folder")
     parser.add_argument("--config", default=None, help="config file[:args] (default: the one the run wrote)")
-    choose = "auto: the validation-chosen checkpoint when the run kept one, else the newest"
-    parser.add_argument("--checkpoint", default="auto", choices=("auto", "best", "latest"), help=choose)
+    choose = "auto (the validation-chosen checkpoint when the run kept one, else the newest), best, latest, or a step"
+    parser.add_argument("--checkpoint", default="auto", help=choose)
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -51,6 +52,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
         parser.add_argument("--add", action="store_true", help="add the --photos to the index at --out")
         parser.add_argument("--batch", type=int, default=256, help="images read and embedded at a time")
+        skip = "leave out unreadable photos (listed on the console and in the manifest) instead of refusing"
+        parser.add_argument("--skip-bad", action="store_true", help=skip)
     elif command == "search":
         parser.add_argument("--index", required=True, help="the index folder to search")
         queries = parser.add_mutually_exclusive_group(required=True)
@@ -100,9 +103,17 @@ def _config(args: argparse.Namespace, extra: list[str], parser: argparse.Argumen
 
 def evaluate(args: argparse.Namespace, config: Any) -> int:
     """Evaluates a run's checkpoint without training; prints the headline metrics, writes the report."""
+    from jsbir import runlock
     from jsbir.eval.evaluator import Evaluator
     from jsbir.retrieval import encoder as encoder_lib
 
+    # A report written into the run folder waits for no training writing there (nor another evaluate): refused.
+    into_run = args.out is None or os.path.dirname(os.path.abspath(args.out)) == os.path.abspath(args.workdir)
+    with runlock.locked(runlock.lock_path(args.workdir), "evaluate", take=into_run):
+        return _evaluate(args, config, encoder_lib, Evaluator)
+
+
+def _evaluate(args: argparse.Namespace, config: Any, encoder_lib: Any, Evaluator: Any) -> int:  # noqa: N803
     encoder = encoder_lib.load_run(args.workdir, config, args.checkpoint)
     data = encoder_lib.prepared_data(encoder.data, encoder.config, encoder.mesh)
     evaluator = Evaluator(encoder.evaluator.method, encoder.model, data, encoder.config, encoder.mesh, args.split)
@@ -111,9 +122,10 @@ def evaluate(args: argparse.Namespace, config: Any) -> int:
     report = evaluator.run(
         encoder.state, encoder.workdir, tag="evaluate", write=False, extra=extra, fusion_weight=weight
     )
+    from jsbir.writers import write_atomic
+
     out = args.out or os.path.join(encoder.workdir, f"evaluation_{args.split}.json")
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+    write_atomic(out, json.dumps(report, indent=1))
     for key in sorted(report["metrics"]):
         if key.startswith(("map@all[exact]", "itq", "hash", "prec@100", "acc@")) and "chance" not in key:
             print(f"{key:<32} {report['metrics'][key]:.4f}")
@@ -121,8 +133,31 @@ def evaluate(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
+def _photos(args: argparse.Namespace, size: int) -> tuple[list[str], list[dict[str, str]]]:
+    """The --photos files to index, and those --skip-bad leaves out (printed)."""
+    from jsbir import retrieval
+
+    paths = retrieval.list_images(args.photos)
+    if not args.skip_bad:
+        return paths, []
+    paths, skipped = retrieval.readable_images(paths, size)
+    for item in skipped:
+        print(f"skipped {item['path']}: {item['reason']}")
+    if not paths:
+        raise ValueError(f"none of the {len(skipped)} images in {args.photos} is readable")
+    return paths, skipped
+
+
 def index(args: argparse.Namespace, config: Any) -> int:
-    """Writes (or adds to) an index."""
+    """Writes (or adds to) an index, holding its lock (``jsbir.runlock``) so two writers never race."""
+    from jsbir import runlock
+
+    parent_exists = os.path.isdir(os.path.dirname(os.path.abspath(args.out)))
+    with runlock.locked(runlock.sibling_lock_path(args.out), "index", take=parent_exists):
+        return _index(args, config)
+
+
+def _index(args: argparse.Namespace, config: Any) -> int:
     from jsbir import retrieval
 
     if args.add:
@@ -133,17 +168,20 @@ def index(args: argparse.Namespace, config: Any) -> int:
             encoder = retrieval.load_run(args.workdir, config, args.checkpoint)
         else:
             encoder = retrieval.load_encoder(existing)
-        done = retrieval.add_files(encoder, existing, retrieval.list_images(args.photos), args.photos, args.batch)
-        print(f"index {done.folder}: {len(done)} items ({len(done) - len(existing)} added)")
+        paths, skipped = _photos(args, encoder.image_size)
+        done = retrieval.add_files(encoder, existing, paths, args.photos, args.batch, skipped)
+        print(f"index {done.folder}: {len(done)} items ({len(done) - len(existing)} added, {len(skipped)} skipped)")
         return 0
     if not args.workdir:
         raise ValueError("--workdir (the trained run) is required")
     if os.path.exists(args.out) and not args.overwrite:  # refuse before the model is loaded
         raise FileExistsError(f"{os.path.abspath(args.out)} already exists; choose another --out or pass --overwrite")
     if args.photos:
-        paths = retrieval.list_images(args.photos)
+        retrieval.list_images(args.photos)  # refuse a missing or empty folder before the model is loaded
         encoder = retrieval.load_run(args.workdir, config, args.checkpoint)
-        done = retrieval.index_files(encoder, paths, args.out, args.photos, args.overwrite, args.batch, args.modality)
+        paths, skipped = _photos(args, encoder.image_size)
+        done = retrieval.index_files(encoder, paths, args.out, args.photos, args.overwrite, args.batch, args.modality,
+                                     skipped)  # fmt: skip
     else:
         encoder = retrieval.load_run(args.workdir, config, args.checkpoint)
         done = retrieval.index_split(encoder, args.split, args.out, args.modality, args.overwrite, args.batch)
@@ -220,7 +258,7 @@ def main(command: str, argv: list[str]) -> int:
     Returns:
       The exit status: 0, or 2 with a one-line error on stderr (bad input, a refused index or checkpoint).
     """
-    from jsbir import checkpoint
+    from jsbir import checkpoint, runlock
 
     parser = build_parser(command)
     args, extra = parser.parse_known_args(argv)
@@ -232,6 +270,6 @@ def main(command: str, argv: list[str]) -> int:
 
         tf.config.set_visible_devices([], "GPU")  # TensorFlow only decodes; JAX owns accelerators.
         return {"evaluate": evaluate, "index": index, "search": search}[command](args, config)
-    except (FileNotFoundError, FileExistsError, ValueError, checkpoint.CheckpointError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, checkpoint.CheckpointError, runlock.FolderLockedError) as e:
         print(f"jsbir {command}: error: {e}", file=sys.stderr)
         return 2

@@ -186,6 +186,30 @@ class Encoder:
         return self.encode(images, modality)[0]
 
 
+def parse_choice(choice: str | int) -> tuple[str, int | None]:
+    """``--checkpoint``'s value as (choice, step): "auto", "best", "latest", or a step number N of the run's
+    ``checkpoints/`` folder (("latest", N)).
+
+    Raises:
+      ValueError: anything else.
+    """
+    text = str(choice)
+    if text.isdigit():
+        return "latest", int(text)
+    if text not in CHECKPOINT_CHOICES:
+        raise ValueError(f"--checkpoint {text!r} is not one of {', '.join(CHECKPOINT_CHOICES)} or a step number")
+    return text, None
+
+
+def _refusal_advice(ckpt: checkpoint.Checkpointer, subdir: str) -> None:
+    """Makes the checkpoint's refusals name what works for ``evaluate``, ``index`` and ``search``: another
+    ``--checkpoint``, never the trainer's ``resume_step``."""
+    ckpt.intact_hint = "pass --checkpoint {step} to use it."
+    other = "--checkpoint latest uses the newest training checkpoint instead" if subdir == BEST_SUBDIR else (
+        "--checkpoint N uses an earlier step, --checkpoint best the validation-chosen one")  # fmt: skip
+    ckpt.default_advice = f"It was left in place; {other}."
+
+
 def _choose_checkpoint(workdir: str, choice: str) -> str:
     if choice not in CHECKPOINT_CHOICES:
         raise ValueError(f"checkpoint choice {choice!r} is not one of {CHECKPOINT_CHOICES}")
@@ -210,7 +234,7 @@ def load_run(
       workdir: the run folder.
       config: the run's config; None reads the one the run wrote (its latest start).
       choice: "auto" (the validation-chosen ``best`` checkpoint when the run kept one, as its final report did,
-        else the newest), "best" or "latest".
+        else the newest), "best", "latest", or a step number (of ``checkpoints/``; see :func:`parse_choice`).
       mesh: the device mesh (default: all devices).
       step: a specific step of that folder (default: its newest).
 
@@ -224,6 +248,8 @@ def load_run(
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"run folder {workdir} does not exist")
     config = read_run_config(workdir) if config is None else config
+    choice, chosen_step = parse_choice(choice)
+    step = chosen_step if step is None else step
     subdir = _choose_checkpoint(workdir, choice)
     method = get_method(config.method)
     mesh = sharding.make_mesh() if mesh is None else mesh
@@ -239,7 +265,12 @@ def load_run(
     factory = StateFactory(method, model, config, example, mesh)
     identity = checkpoint_identity(config, factory.abstract.params)
     ckpt = checkpoint.Checkpointer(workdir, identity, config.model.to_dict(), subdir=subdir)
+    _refusal_advice(ckpt, subdir)
     try:
+        if step is not None and step not in ckpt.all_steps():
+            raise FileNotFoundError(
+                f"--checkpoint {step}: no such checkpoint in {ckpt.directory} (there are {sorted(ckpt.all_steps())})"
+            )
         step = ckpt.latest_step() if step is None else step
         state = ckpt.restore(factory.abstract_with_shardings(), step)
         fusion_weight = float(ckpt.meta(step).get("fusion_weight", 0.0)) if subdir == BEST_SUBDIR else 0.0

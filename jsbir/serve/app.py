@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -77,6 +77,34 @@ class SecurityHeaders:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+class TrustedHosts:
+    """ASGI middleware refusing a request whose Host header (its port aside) is not one of ``allowed_hosts``
+    (``"*"``: any), with a JSON error like every other refusal.
+
+    Args:
+      app: the app behind it.
+      allowed_hosts: the Host values accepted.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]):
+        self.app = app
+        self.allowed = set(allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+            host = Headers(scope=scope).get("host", "")
+            if host.startswith("["):  # an IPv6 address: [::1]:8000
+                name = host[1:].split("]", 1)[0]
+            else:
+                name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            if name not in self.allowed:
+                await _error(400, f"Host header {host!r} is not served here (it serves {sorted(self.allowed)})")(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -166,5 +194,5 @@ def create_app(
         Route("/api/search", search, methods=["POST"]),
         Route("/photo/{item}", photo, methods=["GET"]),
     ]
-    middleware = [Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))]
+    middleware = [Middleware(SecurityHeaders), Middleware(TrustedHosts, allowed_hosts=list(allowed_hosts))]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})

@@ -17,7 +17,9 @@ by :mod:`jsbir.data.records`): tfds writes into an ``incomplete.*`` folder
 and renames it only on success, and :func:`prepare` removes every folder it created when preparing fails, so an
 error leaves nothing behind. The root a dataset was prepared from is kept in the prepared folder's
 ``metadata.json``; asking for the same dataset and config from another root is an error (prepared data are never
-silently taken for another collection). Delete the prepared folder to rebuild after changing the files.
+silently taken for another collection), except for the ``folder`` dataset, whose prepared folders are keyed by
+their root (:func:`root_key`), so several collections share one data folder. Delete the prepared folder to rebuild
+after changing the files.
 Processes sharing a data folder (the hosts of a multi-host run) prepare one at a time (:func:`prepare_lock`).
 """
 
@@ -27,6 +29,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -209,6 +212,9 @@ class ManualSbirBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     BUILDER_CONFIGS: list = []  # any size is a custom config: nothing to list
     SPLITS: tuple[str, ...] = ("full",)
     code_path = epath.Path(__file__)  # see synthetic_sbir: tfds' own lookup needs importlib_resources
+    # A user's own collections (the ``folder`` dataset) are many: each root gets its own prepared folder. A named
+    # dataset has one root, and a second root is refused as a likely mistake.
+    KEYED_BY_ROOT = False
 
     def __init__(self, *, root: str | os.PathLike, skip_corrupt: bool = False, **kwargs):
         self._root = Path(root).expanduser().resolve()
@@ -338,6 +344,8 @@ def prepare(
     """
     root_path = Path(root).expanduser().resolve()
     data_dir = Path(data_dir).expanduser()
+    if builder_cls.KEYED_BY_ROOT:
+        config = dataclasses.replace(config, name=f"{config.name}_{root_key(root_path)}")
     if skip_corrupt:  # skipping changes the content, so it never shares a folder with a complete preparation
         config = dataclasses.replace(config, name=f"{config.name}_skipcorrupt")
     prepared = data_dir / builder_cls.name / config.name / DATA_VERSION
@@ -373,6 +381,13 @@ def prepare(
             _remove(prepared, owned, shared)
             raise
         return builder
+
+
+def root_key(root: Path) -> str:
+    """The part of a prepared folder's name that tells one root from another: the basename (for a reader) and 10
+    hex digits of the SHA-256 of the resolved path."""
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9]+', '', root.name)[:24]}{digest}"
 
 
 @contextlib.contextmanager

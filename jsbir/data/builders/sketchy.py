@@ -52,6 +52,7 @@ class SbirFolder(manual.ManualSbirBuilder):
     """A user's collection: ``sketch/<class>/*`` and ``photo/<class>/*``, paired by file name where they can be."""
 
     name = "jsbir_folder"
+    KEYED_BY_ROOT = True  # a user may have several collections
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Put sketches in <root>/sketch/<class>/ and photos in <root>/photo/<class>/ (any of .png .jpg .jpeg .bmp .gif
     .webp .tif); a sketch named <photo stem>-<k> or <photo stem>_<k> pairs with that photo. Set config.data.root.
